@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/kindlingboot/kindling/examples"
+	"github.com/kindlingboot/kindling/matchbox"
+)
+
+// Version is set at build time with -ldflags "-X main.Version=…".
+var Version = "dev"
+
+// errSilent is returned when the command already printed why it failed.
+var errSilent = errors.New("failed")
+
+// usageError is a mistake in the command line (exit 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func exitCode(err error) int {
+	var u usageError
+	if errors.As(err, &u) {
+		return 2
+	}
+	return 1
+}
+
+const usage = `kindling provisions bare-metal machines over the network.
+
+Usage:
+  kindling serve [flags]                 run the boot server (default data: embedded example)
+  kindling select [-data-path DIR] key=value…
+                                         explain which group and profile a machine gets
+  kindling validate [DIR]                check a data directory, list every problem
+  kindling butane [-strict] [-files-dir D] [-o OUT] [FILE]
+                                         transpile Butane YAML to Ignition JSON
+  kindling version                       print the version
+
+Every flag can also be set as KINDLING_<FLAG> in the environment
+(e.g. KINDLING_DATA_PATH); a flag on the command line wins.
+Run 'kindling COMMAND -h' for a command's flags.
+`
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usageError{"no command given"}
+	}
+	err := dispatch(ctx, args, getenv, stdin, stdout, stderr)
+	if errors.Is(err, errHelp) {
+		return nil
+	}
+	return err
+}
+
+func dispatch(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return serve(ctx, rest, getenv, stderr)
+	case "select":
+		return selectCmd(rest, getenv, stdout, stderr)
+	case "validate":
+		return validate(rest, getenv, stdout, stderr)
+	case "butane":
+		return butane(rest, getenv, stdin, stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintf(stdout, "kindling %s\n", Version)
+		return nil
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	if strings.HasPrefix(cmd, "-") {
+		// matchbox is run with flags only; so can kindling.
+		return serve(ctx, args, getenv, stderr)
+	}
+	fmt.Fprint(stderr, usage)
+	return usageError{fmt.Sprintf("unknown command %q", cmd)}
+}
+
+// newFlagSet makes a flag set for a subcommand.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("kindling "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// parse parses args, then fills every flag not given on the command line
+// from KINDLING_<FLAG> (upper case, '-' as '_').
+func parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return usageError{err.Error()}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || err != nil {
+			return
+		}
+		env := "KINDLING_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(env); v != "" {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = usageError{fmt.Sprintf("%s=%q: %v", env, v, e)}
+			}
+		}
+	})
+	return err
+}
+
+// errHelp is returned after -h printed the flags; run reports success.
+var errHelp = errors.New("help requested")
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError{fmt.Sprintf("-log-level %q: want debug, info, warn or error", level)}
+	}
+	o := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	}
+	return nil, usageError{fmt.Sprintf("-log-format %q: want text or json", format)}
+}
+
+func serve(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	fs := newFlagSet("serve", stderr)
+	var (
+		cfg       matchbox.Config
+		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn, error")
+		logFormat = fs.String("log-format", "text", "log format: text or json")
+		version   = fs.Bool("version", false, "print the version and exit")
+		strict    = fs.Bool("butane-strict", false, "treat Butane warnings as errors")
+	)
+	fs.StringVar(&cfg.Address, "address", "127.0.0.1:8080", "HTTP listen address (machine plane)")
+	fs.StringVar(&cfg.DataPath, "data-path", "", "data directory (groups/, profiles/, ignition/, generic/, templates/); empty serves the embedded example")
+	fs.StringVar(&cfg.AssetsPath, "assets-path", "", "assets directory served at /assets/; empty means DATA-PATH/assets when it exists")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 0, "how long to let in-flight downloads finish on SIGTERM (0: 5m)")
+	if err := parse(fs, args, getenv); err != nil {
+		return err
+	}
+	if *version {
+		fmt.Fprintf(stderr, "kindling %s\n", Version)
+		return nil
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("serve takes no arguments, got %q", fs.Args())}
+	}
+	log, err := newLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	cfg.Catalog.ButaneStrict = *strict
+	if cfg.DataPath == "" {
+		cfg.Data = examples.Default
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	cfg.Reload = reload
+	log.Info("kindling starting", "version", Version)
+	return matchbox.Run(ctx, cfg)
+}

@@ -1,0 +1,415 @@
+// Package catalog is the in-memory snapshot of a data directory: groups,
+// profiles, Ignition/Butane configs, generic and script templates, indexed
+// for matching. A Catalog is built and validated once, off the request
+// path, and never changes afterwards; a reload builds a new one and the
+// server swaps it in atomically. Requests never read the data directory.
+package catalog
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+	"text/template"
+
+	"github.com/kindlingboot/kindling/groups"
+	"github.com/kindlingboot/kindling/matchbox/render"
+	"github.com/kindlingboot/kindling/profiles"
+)
+
+// Sentinel outcomes the web layer maps to status codes.
+var (
+	// ErrNoGroup: no group matches the machine's labels (404).
+	ErrNoGroup = errors.New("no group matches")
+	// ErrNotConfigured: the machine's profile has no such config (404).
+	ErrNotConfigured = errors.New("not configured")
+)
+
+// Options tune loading. The zero value is what `kindling serve` uses.
+type Options struct {
+	// ButaneStrict makes Butane warnings errors, at load and render time.
+	ButaneStrict bool
+	// CacheEntries bounds the rendered-config cache; 0 means 100,000.
+	CacheEntries int
+}
+
+// Catalog is an immutable, validated snapshot of a data directory.
+type Catalog struct {
+	index     *groups.Index
+	groups    map[string]*groups.Group
+	profiles  map[string]*Profile
+	ignition  map[string]*ignitionFile
+	generic   map[string]*template.Template
+	templates map[string]*template.Template
+	opts      Options
+	cache     *cache
+	// Warnings lists what was skipped while loading (not errors).
+	Warnings []Problem
+}
+
+// Profile is a profile with its boot templates compiled.
+type Profile struct {
+	profiles.Profile
+	kernel *text
+	initrd []*text
+	args   []*text
+}
+
+// text is a string that may be a template; a nil t means a literal.
+type text struct {
+	lit string
+	t   *template.Template
+}
+
+func (x *text) render(vars map[string]any) (string, error) {
+	if x.t == nil {
+		return x.lit, nil
+	}
+	b, err := render.Execute(x.t, vars)
+	return string(b), err
+}
+
+type ignitionFile struct {
+	name   string
+	static []byte // raw Ignition, or Butane without template actions, validated
+	tmpl   *template.Template
+}
+
+// Problem is one thing wrong with one file of the data directory.
+type Problem struct {
+	// File is relative to the data directory, e.g. groups/node1.json.
+	File string
+	Err  error
+}
+
+func (p Problem) Error() string { return p.File + ": " + p.Err.Error() }
+
+// LoadError lists every problem found in a data directory.
+type LoadError struct{ Problems []Problem }
+
+func (e *LoadError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d problem(s) in data directory:", len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  ")
+		b.WriteString(p.Error())
+	}
+	return b.String()
+}
+
+type loader struct {
+	fsys     fs.FS
+	problems []Problem
+	warnings []Problem
+}
+
+func (l *loader) fail(file string, format string, args ...any) {
+	l.problems = append(l.problems, Problem{File: file, Err: fmt.Errorf(format, args...)})
+}
+
+func (l *loader) warn(file string, format string, args ...any) {
+	l.warnings = append(l.warnings, Problem{File: file, Err: fmt.Errorf(format, args...)})
+}
+
+// files lists the regular files of dir (none if it does not exist),
+// warning about subdirectories, which are never read.
+func (l *loader) files(dir string) []string {
+	ents, err := fs.ReadDir(l.fsys, dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		l.fail(dir, "reading directory: %w", err)
+		return nil
+	}
+	var names []string
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") {
+			continue // .gitkeep, editor swap files
+		}
+		if e.IsDir() {
+			l.warn(path.Join(dir, name), "subdirectory ignored: only files directly in %s/ are loaded", dir)
+			continue
+		}
+		names = append(names, name)
+	}
+	return names
+}
+
+// Load reads and validates a data directory given as an fs.FS (os.DirFS
+// or an embedded tree). Every problem found is returned in a *LoadError;
+// a catalog is returned only when there are none.
+func Load(fsys fs.FS, opts Options) (*Catalog, error) {
+	l := &loader{fsys: fsys}
+	c := &Catalog{
+		groups:    make(map[string]*groups.Group),
+		profiles:  make(map[string]*Profile),
+		ignition:  make(map[string]*ignitionFile),
+		generic:   make(map[string]*template.Template),
+		templates: make(map[string]*template.Template),
+		opts:      opts,
+	}
+	for _, name := range l.files("profiles") {
+		file := "profiles/" + name
+		if !strings.HasSuffix(name, ".json") {
+			l.warn(file, "ignored: profile files end in .json")
+			continue
+		}
+		p, err := l.profile(file)
+		if err != nil {
+			l.problems = append(l.problems, Problem{file, err})
+			continue
+		}
+		if other, dup := c.profiles[p.ID]; dup {
+			l.fail(file, "field \"id\": %q is also the id of another profile (%s)", p.ID, other.ID)
+			continue
+		}
+		if p.ID+".json" != name {
+			l.warn(file, "profile id %q differs from its file name; the API finds it as %s.json", p.ID, p.ID)
+		}
+		c.profiles[p.ID] = p
+	}
+	var gs []*groups.Group
+	for _, name := range l.files("groups") {
+		file := "groups/" + name
+		if !strings.HasSuffix(name, ".json") {
+			l.warn(file, "ignored: group files end in .json")
+			continue
+		}
+		var g groups.Group
+		if err := decodeJSON(l.fsys, file, &g, "id, name, profile, selector, metadata"); err != nil {
+			l.problems = append(l.problems, Problem{file, err})
+			continue
+		}
+		if err := g.Normalize(); err != nil {
+			l.problems = append(l.problems, Problem{file, err})
+			continue
+		}
+		if _, dup := c.groups[g.ID]; dup {
+			l.fail(file, "field \"id\": %q is the id of another group too", g.ID)
+			continue
+		}
+		if _, ok := c.profiles[g.Profile]; !ok {
+			l.fail(file, "field \"profile\": no profile %q (profiles: %s)", g.Profile, keys(c.profiles))
+			continue
+		}
+		if g.ID+".json" != name {
+			l.warn(file, "group id %q differs from its file name; the API finds it as %s.json", g.ID, g.ID)
+		}
+		c.groups[g.ID] = &g
+		gs = append(gs, &g)
+	}
+	for _, name := range l.files("ignition") {
+		file := "ignition/" + name
+		src, err := fs.ReadFile(fsys, file)
+		if err != nil {
+			l.fail(file, "reading: %w", err)
+			continue
+		}
+		f, err := loadIgnition(name, src, opts)
+		if err != nil {
+			l.problems = append(l.problems, Problem{file, err})
+			continue
+		}
+		c.ignition[name] = f
+	}
+	for dir, into := range map[string]map[string]*template.Template{"generic": c.generic, "templates": c.templates} {
+		for _, name := range l.files(dir) {
+			file := dir + "/" + name
+			src, err := fs.ReadFile(fsys, file)
+			if err != nil {
+				l.fail(file, "reading: %w", err)
+				continue
+			}
+			t, err := render.NewTemplate(file, string(src))
+			if err != nil {
+				l.fail(file, "template does not parse: %w", err)
+				continue
+			}
+			into[name] = t
+		}
+	}
+	// Cross references, in file order so the report is stable.
+	for _, id := range sortedKeys(c.profiles) {
+		p := c.profiles[id]
+		file := "profiles/" + id + ".json"
+		refs := []struct {
+			field, name, dir string
+			ok           bool
+		}{
+			{"ignition_id", p.IgnitionID, "ignition", c.ignition[p.IgnitionID] != nil},
+			{"generic_id", p.GenericID, "generic", c.generic[p.GenericID] != nil},
+			{"ipxe_template", p.IPXETemplate, "templates", c.templates[p.IPXETemplate] != nil},
+			{"grub_template", p.GRUBTemplate, "templates", c.templates[p.GRUBTemplate] != nil},
+		}
+		for _, r := range refs {
+			if r.name != "" && !r.ok {
+				l.fail(file, "field %q: %s/%s does not exist or did not load", r.field, r.dir, r.name)
+			}
+		}
+	}
+	if len(gs) == 0 && len(l.problems) == 0 {
+		l.warn("groups", "no groups: every machine request will answer 404")
+	}
+	sortProblems(l.problems)
+	sortProblems(l.warnings)
+	c.Warnings = l.warnings
+	if len(l.problems) > 0 {
+		return nil, &LoadError{Problems: l.problems}
+	}
+	c.index = groups.NewIndex(gs)
+	n := opts.CacheEntries
+	if n <= 0 {
+		n = 100_000
+	}
+	c.cache = newCache(n)
+	// Try each template once, as a machine would ask for it, so a Butane
+	// template that never yields a valid config fails here, not at boot.
+	problems, warnings := c.check(false)
+	c.Warnings = append(c.Warnings, warnings...)
+	if len(problems) > 0 {
+		return nil, &LoadError{Problems: problems}
+	}
+	return c, nil
+}
+
+func (l *loader) profile(file string) (*Profile, error) {
+	var p Profile
+	if err := decodeJSON(l.fsys, file, &p.Profile, "id, name, boot, ignition_id, generic_id, cloud_id, ipxe_template, grub_template"); err != nil {
+		return nil, err
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if b := p.Boot; b != nil {
+		var err error
+		if p.kernel, err = compile("boot.kernel", b.Kernel); err != nil {
+			return nil, err
+		}
+		for i, s := range b.Initrd {
+			t, err := compile(fmt.Sprintf("boot.initrd[%d]", i), s)
+			if err != nil {
+				return nil, err
+			}
+			p.initrd = append(p.initrd, t)
+		}
+		for i, s := range b.Args {
+			t, err := compile(fmt.Sprintf("boot.args[%d]", i), s)
+			if err != nil {
+				return nil, err
+			}
+			p.args = append(p.args, t)
+		}
+	}
+	return &p, nil
+}
+
+func compile(field, s string) (*text, error) {
+	if !strings.Contains(s, "{{") {
+		return &text{lit: s}, nil
+	}
+	t, err := render.NewTemplate(field, s)
+	if err != nil {
+		return nil, fmt.Errorf("field %q: template %q does not parse: %w", field, s, err)
+	}
+	return &text{t: t}, nil
+}
+
+func loadIgnition(name string, src []byte, opts Options) (*ignitionFile, error) {
+	f := &ignitionFile{name: name}
+	if profiles.IsRawIgnition(name) {
+		if _, err := render.CheckIgnition(src); err != nil {
+			return nil, err
+		}
+		f.static = src
+		return f, nil
+	}
+	if !bytes.Contains(src, []byte("{{")) {
+		// Nothing machine-specific: transpile once, now.
+		out, _, err := render.Butane(src, render.ButaneOptions{Strict: opts.ButaneStrict})
+		if err != nil {
+			return nil, err
+		}
+		f.static = out
+		return f, nil
+	}
+	t, err := render.NewTemplate("ignition/"+name, string(src))
+	if err != nil {
+		return nil, fmt.Errorf("butane template does not parse: %w", err)
+	}
+	f.tmpl = t
+	return f, nil
+}
+
+// decodeJSON decodes one JSON object from file strictly: unknown fields
+// are errors (a typo such as "selectors" would otherwise make a default
+// group), and syntax errors carry a line and column.
+func decodeJSON(fsys fs.FS, file string, v any, valid string) error {
+	src, err := fs.ReadFile(fsys, file)
+	if err != nil {
+		return fmt.Errorf("reading: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(src))
+	dec.DisallowUnknownFields()
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		var syn *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &syn):
+			line, col := position(src, syn.Offset)
+			return fmt.Errorf("line %d, column %d: invalid JSON: %v", line, col, syn)
+		case errors.As(err, &typ):
+			return fmt.Errorf("field %q: %s is not valid here (want %s)", typ.Field, typ.Value, typ.Type)
+		case errors.Is(err, io.EOF):
+			return errors.New("empty file: want a JSON object")
+		case strings.HasPrefix(err.Error(), "json: unknown field"):
+			return fmt.Errorf("%s (valid fields: %s)", strings.TrimPrefix(err.Error(), "json: "), valid)
+		}
+		return fmt.Errorf("invalid JSON: %w", err)
+	}
+	if dec.More() {
+		return errors.New("more than one JSON value in file")
+	}
+	return nil
+}
+
+func position(src []byte, off int64) (line, col int) {
+	if off > int64(len(src)) {
+		off = int64(len(src))
+	}
+	before := src[:off]
+	line = bytes.Count(before, []byte("\n")) + 1
+	col = int(off) - bytes.LastIndexByte(before, '\n')
+	return line, col
+}
+
+func sortProblems(ps []Problem) {
+	sort.SliceStable(ps, func(i, j int) bool { return ps[i].File < ps[j].File })
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+func keys[V any](m map[string]V) string {
+	ks := sortedKeys(m)
+	if len(ks) == 0 {
+		return "none"
+	}
+	if len(ks) > 10 {
+		return strings.Join(ks[:10], ", ") + fmt.Sprintf(", … %d more", len(ks)-10)
+	}
+	return strings.Join(ks, ", ")
+}
