@@ -241,7 +241,7 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 		file := "profiles/" + id + ".json"
 		refs := []struct {
 			field, name, dir string
-			ok           bool
+			ok               bool
 		}{
 			{"ignition_id", p.IgnitionID, "ignition", c.ignition[p.IgnitionID] != nil},
 			{"generic_id", p.GenericID, "generic", c.generic[p.GenericID] != nil},
