@@ -52,6 +52,9 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight requests (asset downloads)
 	// may take to finish after ctx ends; 0 means 5 minutes.
 	ShutdownTimeout time.Duration
+	// NoWatch turns off watching DataPath: only Reload triggers reloads
+	// (for file systems without inotify, or operators who want control).
+	NoWatch bool
 	// WatchQuiet is how long the data directory must be still before a
 	// change is reloaded; 0 means 250ms.
 	WatchQuiet time.Duration
@@ -234,7 +237,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		return nil
 	})
-	if s.dir != nil {
+	if s.dir != nil && !s.cfg.NoWatch {
 		quiet := s.cfg.WatchQuiet
 		if quiet == 0 {
 			quiet = 250 * time.Millisecond

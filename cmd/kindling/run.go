@@ -148,6 +148,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		logFormat = fs.String("log-format", "text", "log format: text or json")
 		version   = fs.Bool("version", false, "print the version and exit")
 		strict    = fs.Bool("butane-strict", false, "treat Butane warnings as errors")
+		watch     = fs.Bool("watch", true, "reload when files in -data-path change (SIGHUP always reloads)")
 	)
 	fs.StringVar(&cfg.Address, "address", "127.0.0.1:8080", "HTTP listen address (machine plane)")
 	fs.StringVar(&cfg.DataPath, "data-path", "", "data directory (groups/, profiles/, ignition/, generic/, templates/); empty serves the embedded example")
@@ -169,6 +170,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	}
 	cfg.Logger = log
 	cfg.Catalog.ButaneStrict = *strict
+	cfg.NoWatch = !*watch
 	if cfg.DataPath == "" {
 		cfg.Data = examples.Default
 	}

@@ -363,7 +363,8 @@ func decodeJSON(fsys fs.FS, file string, v any, valid string) error {
 		var typ *json.UnmarshalTypeError
 		switch {
 		case errors.As(err, &syn):
-			line, col := position(src, syn.Offset)
+			// Offset counts the offending byte; point at it.
+			line, col := position(src, syn.Offset-1)
 			return fmt.Errorf("line %d, column %d: invalid JSON: %v", line, col, syn)
 		case errors.As(err, &typ):
 			return fmt.Errorf("field %q: %s is not valid here (want %s)", typ.Field, typ.Value, typ.Type)
@@ -381,6 +382,9 @@ func decodeJSON(fsys fs.FS, file string, v any, valid string) error {
 }
 
 func position(src []byte, off int64) (line, col int) {
+	if off < 0 {
+		off = 0
+	}
 	if off > int64(len(src)) {
 		off = int64(len(src))
 	}

@@ -51,7 +51,11 @@ func (c *Catalog) check(all bool) (problems, warnings []Problem) {
 			if err == nil || errors.Is(err, ErrNotConfigured) {
 				continue
 			}
-			pr := Problem{File: "groups/" + g.ID + ".json", Err: fmt.Errorf("rendering %s for this group (labels %s): %w", k.name, q.Encode(), err)}
+			labels := q.Encode()
+			if labels == "" {
+				labels = "none"
+			}
+			pr := Problem{File: "groups/" + g.ID + ".json", Err: fmt.Errorf("rendering %s for this group (labels: %s): %w", k.name, labels, err)}
 			if strings.Contains(err.Error(), "map has no entry for key") {
 				warnings = append(warnings, pr)
 			} else {
