@@ -162,8 +162,13 @@ func validate(args []string, getenv func(string) string, stdout, stderr io.Write
 		return err
 	}
 	problems, warnings := c.Check()
+	seen := make(map[string]bool)
 	for _, w := range append(c.Warnings, warnings...) {
-		fmt.Fprintf(stdout, "warning: %s\n", filepath.Join(dir, w.File)+": "+w.Err.Error())
+		line := filepath.Join(dir, w.File) + ": " + w.Err.Error()
+		if !seen[line] { // Load already tried one group per template
+			seen[line] = true
+			fmt.Fprintf(stdout, "warning: %s\n", line)
+		}
 	}
 	for _, p := range problems {
 		fmt.Fprintf(stdout, "error: %s\n", filepath.Join(dir, p.File)+": "+p.Err.Error())

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
 
@@ -105,6 +106,8 @@ const BootIPXE = "#!ipxe\n" +
 	"chain ipxe?uuid=${uuid}&mac=${mac:hexhyp}&domain=${domain:uristring}&hostname=${hostname:uristring}&serial=${serial:uristring}&arch=${buildarch:uristring}\n"
 
 func (s *server) bootIPXE(w http.ResponseWriter, r *http.Request) {
+	// The first time a machine reaches Kindling: it has iPXE running.
+	s.Logger.LogAttrs(r.Context(), slog.LevelInfo, "served", slog.String("endpoint", "boot.ipxe"), slog.String("ip", remoteIP(r)))
 	text(w, http.StatusOK, BootIPXE)
 }
 
@@ -242,14 +245,16 @@ func selectArgs(l groups.Labels) string {
 			parts = append(parts, k+"="+render.ShellQuote(v))
 		}
 	}
+	var other []string
 	for k, v := range l {
 		switch k {
 		case "mac", "uuid", "hostname", "serial", "arch", "domain":
 		default:
-			parts = append(parts, k+"="+render.ShellQuote(v))
+			other = append(other, k+"="+render.ShellQuote(v))
 		}
 	}
-	return strings.Join(parts, " ")
+	sort.Strings(other)
+	return strings.Join(append(parts, other...), " ")
 }
 
 func remoteIP(r *http.Request) string {
