@@ -78,6 +78,9 @@ type Server struct {
 	metrics *web.Metrics
 	log     *slog.Logger
 	handler http.Handler
+	// loadedPrint is the data directory's fingerprint taken just before
+	// the first load, to catch changes made before the watch began.
+	loadedPrint uint64
 }
 
 // New loads and validates the catalog; a data directory with any problem
@@ -94,6 +97,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 		s.dir, s.src = d, d.FS()
+		s.loadedPrint = d.Fingerprint()
 	case cfg.Data != nil:
 		s.src = cfg.Data
 	default:
@@ -243,10 +247,16 @@ func (s *Server) Serve(ctx context.Context) error {
 			quiet = 250 * time.Millisecond
 		}
 		g.Go(func() error {
-			return s.dir.Watch(ctx, quiet, func() {
+			reload := func() {
 				s.log.Info("data directory changed; reloading", "path", s.dir.Path())
 				_ = s.Reload()
-			})
+			}
+			ready := func() {
+				if s.dir.Fingerprint() != s.loadedPrint {
+					reload() // changed between the first load and the watch
+				}
+			}
+			return s.dir.Watch(ctx, quiet, ready, reload)
 		})
 	}
 	if s.cfg.Reload != nil {

@@ -7,9 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -41,11 +43,39 @@ func (d *Dir) Path() string { return d.path }
 // FS is the directory as a file system for catalog.Load.
 func (d *Dir) FS() fs.FS { return os.DirFS(d.path) }
 
+// Fingerprint summarises the catalog files' names, sizes, modification
+// times and inodes: if it changes, something a catalog was loaded from
+// changed. It costs one stat per file.
+func (d *Dir) Fingerprint() uint64 {
+	h := fnv.New64a()
+	for _, sub := range Subdirs {
+		ents, err := os.ReadDir(filepath.Join(d.path, sub))
+		if err != nil {
+			fmt.Fprintf(h, "%s:%v\n", sub, errors.Is(err, fs.ErrNotExist))
+			continue
+		}
+		for _, e := range ents {
+			fi, err := e.Info()
+			if err != nil {
+				continue
+			}
+			var ino uint64
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				ino = st.Ino
+			}
+			fmt.Fprintf(h, "%s/%s %d %d %d\n", sub, e.Name(), fi.Size(), fi.ModTime().UnixNano(), ino)
+		}
+	}
+	return h.Sum64()
+}
+
 // Watch calls changed (from this goroutine) after files in the data
 // directory change, once per burst of changes: it waits until quiet has
 // passed without another change, so an editor's write-rename-chmod or a
-// `cp -r` triggers one reload. It returns when ctx ends.
-func (d *Dir) Watch(ctx context.Context, quiet time.Duration, changed func()) error {
+// `cp -r` triggers one reload. ready, if not nil, is called once the
+// watches are in place: changes before that moment are not seen, so the
+// caller checks for them there. It returns when ctx ends.
+func (d *Dir) Watch(ctx context.Context, quiet time.Duration, ready, changed func()) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watching %s: %w", d.path, err)
@@ -62,6 +92,9 @@ func (d *Dir) Watch(ctx context.Context, quiet time.Duration, changed func()) er
 	}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	if ready != nil {
+		ready()
+	}
 	defer timer.Stop()
 	for {
 		select {
