@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"syscall"
 )
 
 // ErrNotFile is returned for names that are not regular files (directories,
@@ -45,7 +46,9 @@ func (r *Root) Open(name string) (*os.File, fs.FileInfo, error) {
 	if name == "" {
 		return nil, nil, ErrNotFile
 	}
-	f, err := r.root.Open(name)
+	// O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+	// writer and hang the request; regular files ignore the flag.
+	f, err := r.root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -230,6 +230,17 @@ func contains(vs []string, v string) bool {
 	return false
 }
 
+// HasListSelector reports whether some selector accepts several values, so
+// machines in the group differ in the value they matched with.
+func (g *Group) HasListSelector() bool {
+	for _, vs := range g.Selector {
+		if len(vs) > 1 {
+			return true
+		}
+	}
+	return false
+}
+
 // Better reports whether a should win over b when both match: more
 // selector keys first, then the smaller ID.
 func Better(a, b *Group) bool {

@@ -81,6 +81,13 @@ func (p *Profile) Validate() error {
 	if p.Boot != nil && strings.TrimSpace(p.Boot.Kernel) == "" {
 		return errors.New(`field "boot.kernel": missing; a boot section needs a kernel (or drop "boot" for a config-only profile)`)
 	}
+	if p.Boot != nil {
+		for i, s := range p.Boot.Initrd {
+			if strings.TrimSpace(s) == "" {
+				return fmt.Errorf(`field "boot.initrd[%d]": empty; give a path or URL, or remove the entry`, i)
+			}
+		}
+	}
 	return nil
 }
 

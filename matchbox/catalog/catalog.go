@@ -13,6 +13,7 @@ import (
 	"io"
 	"io/fs"
 	"path"
+	"runtime"
 	"sort"
 	"strings"
 	"text/template"
@@ -48,6 +49,7 @@ type Catalog struct {
 	templates map[string]*template.Template
 	opts      Options
 	cache     *cache
+	renders   chan struct{} // bounds concurrent cache-miss renders
 	// Warnings lists what was skipped while loading (not errors).
 	Warnings []Problem
 }
@@ -58,6 +60,8 @@ type Profile struct {
 	kernel *text
 	initrd []*text
 	args   []*text
+	// uses says, per kind, whether the templates behind it read .request.
+	uses [kinds]requestUse
 }
 
 // text is a string that may be a template; a nil t means a literal.
@@ -154,6 +158,7 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 		generic:   make(map[string]*template.Template),
 		templates: make(map[string]*template.Template),
 		opts:      opts,
+		renders:   make(chan struct{}, runtime.GOMAXPROCS(0)),
 	}
 	for _, name := range l.files("profiles") {
 		file := "profiles/" + name
@@ -253,6 +258,20 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 				l.fail(file, "field %q: %s/%s does not exist or did not load", r.field, r.dir, r.name)
 			}
 		}
+		var boot []*template.Template
+		if p.Boot != nil {
+			for _, x := range append(append([]*text{p.kernel}, p.initrd...), p.args...) {
+				boot = append(boot, x.t)
+			}
+		}
+		p.uses[IPXE] = usesOf(append(boot, c.templates[p.IPXETemplate])...)
+		p.uses[GRUB] = usesOf(append(boot, c.templates[p.GRUBTemplate])...)
+		if f := c.ignition[p.IgnitionID]; f != nil {
+			p.uses[Ignition] = usesOf(f.tmpl)
+		}
+		p.uses[Generic] = usesOf(c.generic[p.GenericID])
+		p.uses[MetadataEnv] = requestUse{request: true, host: true}
+		p.uses[MetadataJSON] = requestUse{request: true, host: true}
 	}
 	if len(gs) == 0 && len(l.problems) == 0 {
 		l.warn("groups", "no groups: every machine request will answer 404")

@@ -196,8 +196,8 @@ func TestCacheBounded(t *testing.T) {
 	for i, q := range []string{"a", "b", "c"} {
 		c.put(cacheKey{query: q}, []byte{byte(i)})
 	}
-	if len(c.m) > 2 {
-		t.Errorf("cache holds %d entries, bound is 2", len(c.m))
+	if n := c.len(); n > 2 {
+		t.Errorf("cache holds %d entries, bound is 2", n)
 	}
 	if _, ok := c.get(cacheKey{query: "c"}); !ok {
 		t.Error("latest entry missing from cache")
@@ -220,5 +220,58 @@ func TestVars(t *testing.T) {
 	req := v["request"].(map[string]any)
 	if req["raw_query"] != "mac=52-54-00-00-00-02&x=y" || req["host"] != "h:1" || req["query"].(map[string]any)["x"] != "y" {
 		t.Errorf("Vars: request = %v", req)
+	}
+}
+
+func TestBootLineInjection(t *testing.T) {
+	fsys := baseFS()
+	fsys["profiles/live.json"] = file(`{"id":"live","boot":{"kernel":"/k","initrd":["{{if .request.query.extra}}/x.img{{end}}","/i.img"],"args":["x={{.request.query.x}}"]}}`)
+	fsys["ignition/live.yaml"] = nil
+	delete(fsys, "ignition/live.yaml")
+	c, err := Load(fsys, Options{})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	m, _ := c.Select(groups.Labels{})
+	l := groups.Labels{"x": "a\nshell", "extra": ""}
+	if _, _, err := c.Render(IPXE, m, Request{Labels: l, RawQuery: "x=a%0Ashell&extra="}); !errors.Is(err, render.ErrConfig) || !strings.Contains(err.Error(), "line break") {
+		t.Errorf("Render(IPXE) with a newline in a label = %v, want ErrConfig naming the line break", err)
+	}
+	l = groups.Labels{"x": "ok", "extra": ""}
+	b, _, err := c.Render(IPXE, m, Request{Labels: l, RawQuery: "x=ok&extra="})
+	if err != nil || string(b) != "#!ipxe\nkernel /k x=ok\ninitrd /i.img\nboot\n" {
+		t.Errorf("Render(IPXE) with an initrd templated away = %q, %v; want it left out", b, err)
+	}
+	fsys["profiles/live.json"] = file(`{"id":"live","boot":{"kernel":"/k","initrd":[""]}}`)
+	if _, err := Load(fsys, Options{}); err == nil || !strings.Contains(err.Error(), `field "boot.initrd[0]": empty`) {
+		t.Errorf("Load with an empty initrd entry = %v, want an error naming boot.initrd[0]", err)
+	}
+}
+
+func TestRequestUse(t *testing.T) {
+	tests := []struct {
+		src  string
+		want requestUse
+	}{
+		{"plain {{.hostname}} {{range .list}}{{.}}{{end}}", requestUse{}},
+		{"{{.request.host}}", requestUse{host: true}},
+		{"{{range .list}}{{$.request.host}}{{end}}", requestUse{host: true}},
+		{"{{.request.query.mac}}", all},
+		{"{{with .request}}{{.host}}{{end}}", all},
+		{"{{range $k, $v := .}}{{$k}}{{end}}", all},
+		{"{{index . \"request\"}}", all},
+		{"{{$}}", all},
+		{"{{$r := .request}}", all},
+		{"{{define \"x\"}}{{.}}{{end}}{{template \"x\" .hostname}}", all},
+		{"{{if .a}}{{else}}{{.request.raw_query}}{{end}}", all},
+	}
+	for _, tt := range tests {
+		tmpl, err := render.NewTemplate("t", tt.src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := usesOf(tmpl); got != tt.want {
+			t.Errorf("usesOf(%q) = %+v, want %+v", tt.src, got, tt.want)
+		}
 	}
 }

@@ -2,7 +2,9 @@ package catalog
 
 import (
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/kindlingboot/kindling/groups"
 	"github.com/kindlingboot/kindling/matchbox/render"
@@ -90,17 +92,29 @@ var kindNames = [...]string{"ipxe", "grub", "ignition", "generic", "metadata", "
 
 func (k Kind) String() string { return kindNames[k] }
 
-// Render produces kind for a matched machine. Results are cached by
-// (kind, group, raw query): the catalog is immutable, so the same inputs
-// always give the same bytes. Errors: ErrNotConfigured when the profile
-// has no such config, render.ErrConfig (wrapped, with the reason) when a
-// template or config fails.
+// Render produces kind for a matched machine. Results are cached: the
+// catalog is immutable, so the same inputs always give the same bytes. The
+// key holds only the inputs the output can depend on — (kind, group), plus
+// the raw query and host when the profile's templates read .request or the
+// group selects with a list (then .mac and friends vary per machine), or
+// just the host when they read only .request.host — so every request from a
+// machine, whatever else its query says, hits one entry. Errors:
+// ErrNotConfigured when the profile has no such config, render.ErrConfig
+// (wrapped, with the reason) when a template or config fails.
 func (c *Catalog) Render(kind Kind, m Match, req Request) (out []byte, cached bool, err error) {
-	key := cacheKey{kind: kind, group: m.Group.ID, query: req.RawQuery, host: req.Host}
+	key := cacheKey{kind: kind, group: m.Group.ID}
+	use := m.Profile.uses[kind]
+	if use.request || m.Group.HasListSelector() {
+		key.query, key.host = req.RawQuery, req.Host
+	} else if use.host {
+		key.host = req.Host
+	}
 	if b, ok := c.cache.get(key); ok {
 		return b, true, nil
 	}
+	c.renders <- struct{}{} // no more renders at once than there are CPUs
 	b, err := c.render(kind, m, req)
+	<-c.renders
 	if err != nil {
 		return nil, false, err
 	}
@@ -176,23 +190,39 @@ func (c *Catalog) Boot(m Match, req Request) (render.Boot, error) {
 
 func (c *Catalog) boot(p *Profile, vars map[string]any) (render.Boot, error) {
 	var b render.Boot
+	one := func(field string, t *text) (string, error) {
+		s, err := t.render(vars)
+		if err != nil {
+			return "", fmt.Errorf("%w: profile %q: %v", render.ErrConfig, p.ID, err)
+		}
+		// A line break would end the kernel line and start a new script
+		// command: a label like x=a%0Ashell must never inject one.
+		if strings.ContainsAny(s, "\r\n") {
+			return "", fmt.Errorf("%w: profile %q: %s rendered to %q, which holds a line break", render.ErrConfig, p.ID, field, s)
+		}
+		return s, nil
+	}
 	var err error
-	if b.Kernel, err = p.kernel.render(vars); err != nil {
-		return b, fmt.Errorf("%w: profile %q: %v", render.ErrConfig, p.ID, err)
+	if b.Kernel, err = one("boot.kernel", p.kernel); err != nil {
+		return b, err
 	}
-	for _, t := range p.initrd {
-		s, err := t.render(vars)
+	for i, t := range p.initrd {
+		s, err := one(fmt.Sprintf("boot.initrd[%d]", i), t)
 		if err != nil {
-			return b, fmt.Errorf("%w: profile %q: %v", render.ErrConfig, p.ID, err)
+			return b, err
 		}
-		b.Initrd = append(b.Initrd, s)
+		if strings.TrimSpace(s) != "" { // a template may leave an initrd out
+			b.Initrd = append(b.Initrd, s)
+		}
 	}
-	for _, t := range p.args {
-		s, err := t.render(vars)
+	for i, t := range p.args {
+		s, err := one(fmt.Sprintf("boot.args[%d]", i), t)
 		if err != nil {
-			return b, fmt.Errorf("%w: profile %q: %v", render.ErrConfig, p.ID, err)
+			return b, err
 		}
-		b.Args = append(b.Args, s)
+		if s != "" {
+			b.Args = append(b.Args, s)
+		}
 	}
 	return b, nil
 }
@@ -211,28 +241,48 @@ type cacheKey struct {
 	host  string
 }
 
-// cache holds rendered bytes. When full it is emptied and refills: simple,
-// bounded, and a full cache only happens under query-string churn.
+// cache holds rendered bytes, read without locks. When full it is replaced
+// by an empty one and refills: simple, bounded, and a full cache only
+// happens under query-string churn.
 type cache struct {
-	mu  sync.RWMutex
-	max int
-	m   map[cacheKey][]byte
+	max int64
+	cur atomic.Pointer[cacheMap]
 }
 
-func newCache(max int) *cache { return &cache{max: max, m: make(map[cacheKey][]byte)} }
+type cacheMap struct {
+	m sync.Map // cacheKey → []byte
+	n atomic.Int64
+}
+
+func newCache(max int) *cache {
+	c := &cache{max: int64(max)}
+	c.cur.Store(new(cacheMap))
+	return c
+}
 
 func (c *cache) get(k cacheKey) ([]byte, bool) {
-	c.mu.RLock()
-	b, ok := c.m[k]
-	c.mu.RUnlock()
-	return b, ok
+	v, ok := c.cur.Load().m.Load(k)
+	if !ok {
+		return nil, false
+	}
+	return v.([]byte), true
 }
 
 func (c *cache) put(k cacheKey, b []byte) {
-	c.mu.Lock()
-	if len(c.m) >= c.max {
-		c.m = make(map[cacheKey][]byte)
+	cm := c.cur.Load()
+	if cm.n.Add(1) > c.max {
+		fresh := new(cacheMap)
+		if !c.cur.CompareAndSwap(cm, fresh) {
+			fresh = c.cur.Load()
+		}
+		cm = fresh
+		cm.n.Add(1)
 	}
-	c.m[k] = b
-	c.mu.Unlock()
+	cm.m.Store(k, b)
+}
+
+func (c *cache) len() int {
+	n := 0
+	c.cur.Load().m.Range(func(any, any) bool { n++; return true })
+	return n
 }

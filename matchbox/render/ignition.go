@@ -1,11 +1,13 @@
 package render
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/coreos/butane/config"
 	"github.com/coreos/butane/config/common"
+	errs "github.com/coreos/ignition/v2/config/shared/errors"
 	ignutil "github.com/coreos/ignition/v2/config/util"
 	"github.com/coreos/ignition/v2/config/v3_6"
 	"github.com/coreos/ignition/v2/config/v3_7_experimental"
@@ -30,7 +32,11 @@ func CheckIgnition(raw []byte) (string, error) {
 		_, rpt, err = v3_6.ParseCompatibleVersion(raw)
 	}
 	if err != nil {
-		return "", fmt.Errorf("%w: ignition %s: %v%s", ErrConfig, ver, err, reportSuffix(rpt))
+		want := ""
+		if errors.Is(err, errs.ErrUnknownVersion) || errors.Is(err, errs.ErrInvalidVersion) {
+			want = " (want ignition.version 3.0.0 to 3.6.0; spec 2.x configs must be translated to 3.x)"
+		}
+		return "", fmt.Errorf("%w: ignition %s: %v%s%s", ErrConfig, ver, err, reportSuffix(rpt), want)
 	}
 	return ver.String(), nil
 }

@@ -1,6 +1,7 @@
 package render
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -14,7 +15,9 @@ import (
 // Nested objects join their keys with '_' (nested.a → NESTED_A). A list of
 // scalars becomes one space-separated value; a list holding objects or
 // lists is spread over indexed keys (LIST_0_NAME). Key characters that are
-// not letters, digits or '_' become '_'.
+// not letters, digits or '_' become '_', a key starting with a digit gets a
+// leading '_', and an empty key is skipped. When two keys become one name
+// (a_b and a.b both give A_B) the one whose path sorts first wins.
 func MetadataEnv(vars map[string]any) []byte {
 	lines := make(map[string]string)
 	flatten(lines, "", vars)
@@ -35,11 +38,14 @@ func MetadataEnv(vars map[string]any) []byte {
 
 // MetadataJSON renders variables as a JSON object with sorted keys.
 func MetadataJSON(vars map[string]any) ([]byte, error) {
-	b, err := json.MarshalIndent(vars, "", "  ")
-	if err != nil {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // a query's & stays &, not \u0026
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(vars); err != nil {
 		return nil, fmt.Errorf("encoding metadata: %w", err)
 	}
-	return append(b, '\n'), nil
+	return b.Bytes(), nil
 }
 
 var badKeyChars = regexp.MustCompile(`[^A-Za-z0-9_]`)
@@ -47,20 +53,45 @@ var badKeyChars = regexp.MustCompile(`[^A-Za-z0-9_]`)
 func envKey(prefix, k string) string {
 	k = strings.ToUpper(badKeyChars.ReplaceAllString(k, "_"))
 	if prefix == "" {
+		if k[0] >= '0' && k[0] <= '9' {
+			k = "_" + k // a shell variable name cannot start with a digit
+		}
 		return k
 	}
 	return prefix + "_" + k
 }
 
+// set records a leaf; the first writer of a name wins, and callers visit
+// keys in sorted order, so the outcome never depends on map order.
+func set(out map[string]string, k, v string) {
+	if _, taken := out[k]; !taken {
+		out[k] = v
+	}
+}
+
 func flatten(out map[string]string, prefix string, v any) {
 	switch v := v.(type) {
 	case map[string]any:
-		for k, x := range v {
-			flatten(out, envKey(prefix, k), x)
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			if k != "" {
+				keys = append(keys, k)
+			}
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			flatten(out, envKey(prefix, k), v[k])
 		}
 	case map[string]string:
-		for k, x := range v {
-			out[envKey(prefix, k)] = x
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			if k != "" {
+				keys = append(keys, k)
+			}
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			set(out, envKey(prefix, k), v[k])
 		}
 	case []any:
 		if scalars(v) {
@@ -68,16 +99,16 @@ func flatten(out map[string]string, prefix string, v any) {
 			for i, x := range v {
 				parts[i] = scalar(x)
 			}
-			out[prefix] = strings.Join(parts, " ")
+			set(out, prefix, strings.Join(parts, " "))
 			return
 		}
 		for i, x := range v {
 			flatten(out, envKey(prefix, strconv.Itoa(i)), x)
 		}
 	case []string:
-		out[prefix] = strings.Join(v, " ")
+		set(out, prefix, strings.Join(v, " "))
 	default:
-		out[prefix] = scalar(v)
+		set(out, prefix, scalar(v))
 	}
 }
 

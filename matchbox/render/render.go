@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"text/template"
 )
@@ -56,9 +57,12 @@ func IPXE(b Boot) []byte {
 }
 
 // GRUB is the built-in GRUB config: an EFI entry (linuxefi/initrdefi) and a
-// BIOS fallback (linux/initrd), titled with the profile's name. An initrd
-// entry's iPXE options (e.g. "--name main") mean nothing to GRUB, so only
-// its last word, the path, is used.
+// BIOS fallback (linux/initrd), titled with the profile's name. Words with
+// special characters are single-quoted, so '&', ';' and '$' in arguments
+// reach the kernel as written instead of being GRUB syntax. iPXE-only pieces are dropped: an
+// initrd entry's options (e.g. "--name main") keep only the path, and the
+// initrd=NAME argument that names an iPXE initrd for the EFI stub is left
+// out, since GRUB loads the initrd itself.
 func GRUB(title string, b Boot) []byte {
 	var w bytes.Buffer
 	w.WriteString("default=0\nfallback=1\ntimeout=1\n")
@@ -70,8 +74,11 @@ func GRUB(title string, b Boot) []byte {
 		w.WriteString("\techo \"Loading kernel\"\n")
 		fmt.Fprintf(&w, "\t%s %s", e.linux, grubQuote(b.Kernel))
 		for _, a := range b.Args {
+			if strings.HasPrefix(a, "initrd=") {
+				continue
+			}
 			w.WriteByte(' ')
-			w.WriteString(a)
+			w.WriteString(grubQuote(a))
 		}
 		w.WriteByte('\n')
 		if len(b.Initrd) > 0 {
@@ -92,11 +99,17 @@ func GRUB(title string, b Boot) []byte {
 	return w.Bytes()
 }
 
-// grubQuote double-quotes s for GRUB's shell-like parser.
+// grubQuote single-quotes s for GRUB's shell-like parser when it holds
+// anything but plain word characters: nothing inside single quotes is
+// special, and a ' itself is written as '\”.
 func grubQuote(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
-	return `"` + r.Replace(s) + `"`
+	if grubPlain.MatchString(s) {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
+
+var grubPlain = regexp.MustCompile(`^[A-Za-z0-9_@%+=:,./-]+$`)
 
 // ErrConfig marks a config that does not parse, validate or render: the
 // server answers 500 with the reason and never serves it.

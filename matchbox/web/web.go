@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 	"time"
@@ -70,10 +71,10 @@ func NewHandler(cfg Config) http.Handler {
 	}
 	s := &server{Config: cfg}
 	r := chi.NewRouter()
-	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+	r.MethodNotAllowed(s.count("other", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "405 method not allowed: the machine plane is read-only (GET, HEAD)", http.StatusMethodNotAllowed)
-	})
+		text(w, http.StatusMethodNotAllowed, "405 method not allowed: the machine plane is read-only (GET, HEAD)\n")
+	}))
 	get := func(pattern, endpoint string, h http.HandlerFunc) {
 		wrapped := s.count(endpoint, h)
 		r.Method(http.MethodGet, pattern, wrapped)
@@ -91,7 +92,7 @@ func NewHandler(cfg Config) http.Handler {
 	get("/metadata", "metadata", s.machine("metadata", catalog.MetadataEnv))
 	get("/assets/*", "assets", s.asset)
 	get("/healthz", "healthz", s.healthz)
-	r.Method(http.MethodGet, "/metrics", s.count("metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP))
+	get("/metrics", "metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP)
 	r.NotFound(s.count("other", func(w http.ResponseWriter, r *http.Request) {
 		text(w, http.StatusNotFound, "404 not found: "+r.URL.Path+"\n")
 	}))
@@ -116,8 +117,14 @@ func (s *server) machine(endpoint string, kind catalog.Kind) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		_ = http.NewResponseController(w).SetWriteDeadline(start.Add(s.WriteTimeout))
-		q := r.URL.Query()
-		labels, err := groups.FromQuery(q)
+		// Not r.URL.Query(): it silently drops pairs that do not decode
+		// (mac=%zz, a ';'), which would send the machine to a less
+		// specific group. A query that does not parse is a 400.
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		var labels groups.Labels
+		if err == nil {
+			labels, err = groups.FromQuery(q)
+		}
 		if err != nil {
 			s.Logger.LogAttrs(r.Context(), slog.LevelWarn, "bad request", slog.String("endpoint", endpoint),
 				slog.String("ip", remoteIP(r)), slog.String("query", r.URL.RawQuery), slog.String("error", err.Error()))
@@ -125,7 +132,7 @@ func (s *server) machine(endpoint string, kind catalog.Kind) http.HandlerFunc {
 			return
 		}
 		k := kind
-		if kind == catalog.MetadataEnv && q.Get("format") == "json" {
+		if kind == catalog.MetadataEnv && labels["format"] == "json" {
 			k = catalog.MetadataJSON
 		}
 		c := s.Catalog()
@@ -184,7 +191,9 @@ func (s *server) asset(w http.ResponseWriter, r *http.Request) {
 		text(w, http.StatusNotFound, "404 not found: no assets directory is configured (-assets-path)\n")
 		return
 	}
-	name := chi.URLParam(r, "*")
+	// The decoded path: chi matches on the raw one, which keeps escapes
+	// such as %2b that Go would not have produced itself.
+	name := strings.TrimPrefix(r.URL.Path, "/assets/")
 	f, fi, err := s.Assets.Open(name)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, assets.ErrNotFile) {
