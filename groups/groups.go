@@ -126,15 +126,7 @@ func NormalizeValue(k, v string) (string, error) {
 // malformed MAC.
 func FromQuery(q map[string][]string) (Labels, error) {
 	l := make(Labels, len(q))
-	// Visit keys in order so the outcome of a conflict never depends on
-	// map iteration.
-	keys := make([]string, 0, len(q))
-	for k := range q {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		vs := q[k]
+	for k, vs := range q {
 		if len(vs) == 0 {
 			continue
 		}
@@ -144,7 +136,9 @@ func FromQuery(q map[string][]string) (Labels, error) {
 			return nil, err
 		}
 		if old, ok := l[nk]; ok && old != v {
-			return nil, fmt.Errorf("%w: label %q given twice with different values (%q, %q)", ErrBadLabel, nk, old, v)
+			// Sorted, so the message never depends on map order.
+			a, b := min(old, v), max(old, v)
+			return nil, fmt.Errorf("%w: label %q given twice with different values (%q, %q)", ErrBadLabel, nk, a, b)
 		}
 		l[nk] = v
 	}

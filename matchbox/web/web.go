@@ -12,10 +12,13 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kindlingboot/kindling/assets"
@@ -56,7 +59,25 @@ type Config struct {
 
 type server struct {
 	Config
+	selections sync.Map // group ID → prometheus.Counter, to skip the label hash per request
 }
+
+func (s *server) selected(group string) {
+	if c, ok := s.selections.Load(group); ok {
+		c.(prometheus.Counter).Inc()
+		return
+	}
+	c := s.Metrics.Selections.WithLabelValues(group)
+	s.selections.Store(group, c)
+	c.Inc()
+}
+
+// Shared header values: net/http only reads them.
+var (
+	hdrText    = []string{"text/plain; charset=utf-8"}
+	hdrJSON    = []string{"application/json"}
+	hdrNoStore = []string{"no-store"}
+)
 
 // NewHandler returns the machine-plane HTTP handler.
 func NewHandler(cfg Config) http.Handler {
@@ -144,7 +165,7 @@ func (s *server) machine(endpoint string, kind catalog.Kind) http.HandlerFunc {
 			text(w, http.StatusNotFound, fmt.Sprintf("404 not found: no group matches %s (kindling select %s explains why)\n", describe(labels), selectArgs(labels)))
 			return
 		}
-		s.Metrics.Selections.WithLabelValues(m.Group.ID).Inc()
+		s.selected(m.Group.ID)
 		body, cached, err := c.Render(k, m, catalog.Request{Labels: labels, RawQuery: r.URL.RawQuery, Host: r.Host})
 		attrs := []slog.Attr{
 			slog.String("endpoint", endpoint), slog.String("mac", labels["mac"]), slog.String("uuid", labels["uuid"]),
@@ -169,16 +190,17 @@ func (s *server) machine(endpoint string, kind catalog.Kind) http.HandlerFunc {
 			s.Logger.LogAttrs(r.Context(), slog.LevelInfo, "served", append(attrs, slog.Bool("cached", cached),
 				slog.Duration("took", time.Since(start)))...)
 		}
-		ct := "text/plain; charset=utf-8"
+		h := w.Header()
 		switch k {
 		case catalog.Ignition, catalog.MetadataJSON:
-			ct = "application/json"
+			h["Content-Type"] = hdrJSON
 		case catalog.Generic:
-			ct = http.DetectContentType(body)
+			h["Content-Type"] = []string{http.DetectContentType(body)}
+		default:
+			h["Content-Type"] = hdrText
 		}
-		w.Header().Set("Content-Type", ct)
-		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
-		w.Header().Set("Cache-Control", "no-store")
+		h["Content-Length"] = []string{strconv.Itoa(len(body))}
+		h["Cache-Control"] = hdrNoStore
 		w.WriteHeader(http.StatusOK)
 		if r.Method != http.MethodHead {
 			w.Write(body)
