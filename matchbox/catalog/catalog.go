@@ -194,6 +194,9 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 		}
 		if err := g.Normalize(); err != nil {
 			l.problems = append(l.problems, Problem{file, err})
+			if _, ok := c.profiles[g.Profile]; g.Profile != "" && !ok {
+				l.fail(file, "field \"profile\": no profile %q (profiles: %s)", g.Profile, keys(c.profiles))
+			}
 			continue
 		}
 		if _, dup := c.groups[g.ID]; dup {

@@ -95,6 +95,8 @@ func TestLoadProblems(t *testing.T) {
 			[]string{`groups/default.json: rendering ignition/live.yaml for this group (labels: none)`, `path not absolute`}, 1},
 		{"generic does not parse", map[string]string{"generic/g.txt": "{{if}}"},
 			[]string{`generic/g.txt: template does not parse`}, 0},
+		{"two in one file", map[string]string{"groups/x.json": `{"id":"x","profile":"nope","selector":{"mac":"zz"}}`},
+			[]string{`groups/x.json: field "selector.mac"`, `groups/x.json: field "profile": no profile "nope"`}, 0},
 		{"several at once", map[string]string{
 			"groups/a.json":  `{"id":"a"}`,
 			"groups/b.json":  `{"id":"b","profile":"live","selector":{"mac":"x"}}`,
