@@ -69,28 +69,26 @@ func set(out map[string]string, k, v string) {
 	}
 }
 
+// namedKeys returns m's non-empty keys, sorted.
+func namedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		if k != "" {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
 func flatten(out map[string]string, prefix string, v any) {
 	switch v := v.(type) {
 	case map[string]any:
-		keys := make([]string, 0, len(v))
-		for k := range v {
-			if k != "" {
-				keys = append(keys, k)
-			}
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
+		for _, k := range namedKeys(v) {
 			flatten(out, envKey(prefix, k), v[k])
 		}
 	case map[string]string:
-		keys := make([]string, 0, len(v))
-		for k := range v {
-			if k != "" {
-				keys = append(keys, k)
-			}
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
+		for _, k := range namedKeys(v) {
 			set(out, envKey(prefix, k), v[k])
 		}
 	case []any:
