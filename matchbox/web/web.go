@@ -4,11 +4,13 @@
 package web
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"sort"
@@ -24,6 +26,7 @@ import (
 	"github.com/kindlingboot/kindling/assets"
 	"github.com/kindlingboot/kindling/groups"
 	"github.com/kindlingboot/kindling/matchbox/catalog"
+	"github.com/kindlingboot/kindling/matchbox/events"
 	"github.com/kindlingboot/kindling/matchbox/render"
 )
 
@@ -52,6 +55,13 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics are updated per request; nil makes a private set.
 	Metrics *Metrics
+	// Events, when set, records each machine's HTTP boot steps and is
+	// served at /events; nil disables both.
+	Events *events.Log
+	// MACFor names the machine behind an IP address (the DHCP side's
+	// leases), for requests that carry no mac label such as /boot.ipxe;
+	// nil or "" means unknown.
+	MACFor func(ip net.IP) string
 	// WriteTimeout bounds writing a rendered response (assets are exempt so
 	// slow links can finish big images); 0 means 30s.
 	WriteTimeout time.Duration
@@ -113,6 +123,7 @@ func NewHandler(cfg Config) http.Handler {
 	get("/metadata", "metadata", s.machine("metadata", catalog.MetadataEnv))
 	get("/assets/*", "assets", s.asset)
 	get("/healthz", "healthz", s.healthz)
+	get("/events", "events", s.events)
 	get("/metrics", "metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP)
 	r.NotFound(s.count("other", func(w http.ResponseWriter, r *http.Request) {
 		text(w, http.StatusNotFound, "404 not found: "+r.URL.Path+"\n")
@@ -128,9 +139,63 @@ const BootIPXE = "#!ipxe\n" +
 	"chain ipxe?uuid=${uuid}&mac=${mac:hexhyp}&domain=${domain:uristring}&hostname=${hostname:uristring}&serial=${serial:uristring}&arch=${buildarch:uristring}\n"
 
 func (s *server) bootIPXE(w http.ResponseWriter, r *http.Request) {
-	// The first time a machine reaches Kindling: it has iPXE running.
-	s.Logger.LogAttrs(r.Context(), slog.LevelInfo, "served", slog.String("endpoint", "boot.ipxe"), slog.String("ip", remoteIP(r)))
+	// The first time a machine reaches Kindling over HTTP: iPXE is running.
+	ip := remoteIP(r)
+	mac := s.macFor(ip)
+	s.Logger.LogAttrs(r.Context(), slog.LevelInfo, "served", slog.String("endpoint", "boot.ipxe"), slog.String("mac", mac), slog.String("ip", ip))
+	s.record(events.Event{MAC: mac, Source: "http", Step: "boot.ipxe", IP: ip, File: r.URL.Path})
 	text(w, http.StatusOK, BootIPXE)
+}
+
+func (s *server) macFor(ip string) string {
+	if s.MACFor == nil {
+		return ""
+	}
+	return s.MACFor(net.ParseIP(ip))
+}
+
+func (s *server) record(e events.Event) {
+	if s.Events != nil && e.MAC != "" {
+		s.Events.Record(e)
+	}
+}
+
+// events serves a machine's recent boot events as JSON, oldest first:
+// GET /events?mac=52:54:00:a1:9c:ae. Without mac it lists the machines
+// that have events, most recently seen first.
+func (s *server) events(w http.ResponseWriter, r *http.Request) {
+	if s.Events == nil {
+		text(w, http.StatusNotFound, "404 not found: boot events are not recorded by this server\n")
+		return
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		text(w, http.StatusBadRequest, "400 bad request: "+err.Error()+"\n")
+		return
+	}
+	var body any
+	if raw := q.Get("mac"); raw != "" {
+		mac, err := groups.NormalizeValue("mac", raw)
+		if err != nil {
+			text(w, http.StatusBadRequest, "400 bad request: "+err.Error()+"\n")
+			return
+		}
+		evs := s.Events.Events(mac)
+		if evs == nil {
+			evs = []events.Event{}
+		}
+		body = evs
+	} else {
+		body = map[string][]string{"macs": s.Events.MACs()}
+	}
+	b, err := json.MarshalIndent(body, "", "  ")
+	if err != nil {
+		text(w, http.StatusInternalServerError, "500 internal server error: "+err.Error()+"\n")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(append(b, '\n'))
 }
 
 // machine serves one of the per-machine endpoints.
@@ -181,6 +246,12 @@ func (s *server) machine(endpoint string, kind catalog.Kind) http.HandlerFunc {
 			text(w, http.StatusInternalServerError, "500 internal server error: "+err.Error()+"\n")
 			return
 		}
+		mac := labels["mac"]
+		if mac == "" {
+			mac = s.macFor(remoteIP(r))
+		}
+		s.record(events.Event{MAC: mac, Source: "http", Step: endpoint, IP: remoteIP(r), File: r.URL.Path,
+			Group: m.Group.ID, Profile: m.Profile.ID})
 		if cached {
 			s.Metrics.CacheHits.WithLabelValues(k.String()).Inc()
 		} else {
@@ -226,8 +297,13 @@ func (s *server) asset(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer f.Close()
-	s.Logger.LogAttrs(r.Context(), slog.LevelInfo, "asset", slog.String("path", name), slog.String("ip", remoteIP(r)),
+	ip := remoteIP(r)
+	mac := s.macFor(ip)
+	s.Logger.LogAttrs(r.Context(), slog.LevelInfo, "asset", slog.String("path", name), slog.String("mac", mac), slog.String("ip", ip),
 		slog.Int64("size", fi.Size()), slog.String("range", r.Header.Get("Range")))
+	if r.Header.Get("Range") == "" || strings.HasPrefix(r.Header.Get("Range"), "bytes=0-") {
+		s.record(events.Event{MAC: mac, Source: "http", Step: "asset", IP: ip, File: "/assets/" + name})
+	}
 	w.Header().Set("ETag", assets.ETag(fi))
 	// ServeContent answers Range, If-None-Match, If-Modified-Since, and
 	// copies an *os.File with sendfile.

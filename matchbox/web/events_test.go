@@ -1,0 +1,75 @@
+package web_test
+
+import (
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"testing/fstest"
+
+	"github.com/kindlingboot/kindling/matchbox/catalog"
+	"github.com/kindlingboot/kindling/matchbox/events"
+	"github.com/kindlingboot/kindling/matchbox/web"
+)
+
+func TestEvents(t *testing.T) {
+	c, err := catalog.Load(fstest.MapFS{
+		"profiles/p.json":     {Data: []byte(`{"id":"p","boot":{"kernel":"/assets/k"}}`)},
+		"groups/default.json": {Data: []byte(`{"id":"default","profile":"p"}`)},
+	}, catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := events.NewLog(0, 0)
+	srv := httptest.NewServer(web.NewHandler(web.Config{
+		Catalog: func() *catalog.Catalog { return c },
+		Events:  log,
+		// The DHCP side knows this client: loopback is 52:54:00:00:00:07.
+		MACFor: func(ip net.IP) string {
+			if ip.IsLoopback() {
+				return "52:54:00:00:00:07"
+			}
+			return ""
+		},
+	}))
+	defer srv.Close()
+	getJSON := func(path string, v any) int {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode == 200 {
+			if err := json.Unmarshal(b, v); err != nil {
+				t.Fatalf("GET %s: %v\n%s", path, err, b)
+			}
+		}
+		return resp.StatusCode
+	}
+	for _, p := range []string{"/boot.ipxe", "/ipxe?mac=52-54-00-00-00-01", "/ipxe"} {
+		resp, err := http.Get(srv.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	var evs []events.Event
+	if code := getJSON("/events?mac=52-54-00-00-00-01", &evs); code != 200 || len(evs) != 1 || evs[0].Step != "ipxe" || evs[0].Group != "default" {
+		t.Errorf("GET /events?mac=…:01 = %d %+v, want one ipxe event in group default", code, evs)
+	}
+	evs = nil
+	if code := getJSON("/events?mac=52:54:00:00:00:07", &evs); code != 200 || len(evs) != 2 || evs[0].Step != "boot.ipxe" || evs[1].Step != "ipxe" {
+		t.Errorf("GET /events for the MAC known by IP = %d %+v, want boot.ipxe then ipxe", code, evs)
+	}
+	var list map[string][]string
+	if code := getJSON("/events", &list); code != 200 || len(list["macs"]) != 2 {
+		t.Errorf("GET /events = %d %v, want both MACs", code, list)
+	}
+	if code := getJSON("/events?mac=nope", &evs); code != 400 {
+		t.Errorf("GET /events?mac=nope = %d, want 400", code)
+	}
+}
