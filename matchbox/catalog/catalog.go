@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"path"
 	"runtime"
 	"sort"
@@ -49,7 +50,8 @@ type Catalog struct {
 	templates map[string]*template.Template
 	opts      Options
 	cache     *cache
-	renders   chan struct{} // bounds concurrent cache-miss renders
+	renders   chan struct{}          // bounds concurrent cache-miss renders
+	reserved  map[string]Reservation // by MAC, from group metadata
 	// Warnings lists what was skipped while loading (not errors).
 	Warnings []Problem
 }
@@ -276,6 +278,7 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 		p.uses[MetadataEnv] = requestUse{request: true, host: true}
 		p.uses[MetadataJSON] = requestUse{request: true, host: true}
 	}
+	c.reserved = l.reservations(gs)
 	if len(gs) == 0 && len(l.problems) == 0 {
 		l.warn("groups", "no groups: every machine request will answer 404")
 	}
@@ -438,4 +441,63 @@ func keys[V any](m map[string]V) string {
 		return strings.Join(ks[:10], ", ") + fmt.Sprintf(", … %d more", len(ks)-10)
 	}
 	return strings.Join(ks, ", ")
+}
+
+// Reservation is a fixed DHCP address for one machine.
+type Reservation struct {
+	IP       net.IP
+	Hostname string
+	// Group is where it was declared.
+	Group string
+}
+
+// reservations collects fixed addresses: a group whose selector names
+// exactly one MAC may carry metadata "ip" (and "hostname"). Two MACs with
+// one address, or one MAC with two addresses, are problems.
+func (l *loader) reservations(gs []*groups.Group) map[string]Reservation {
+	byMAC := make(map[string]Reservation)
+	byIP := make(map[string]string)
+	for _, g := range gs {
+		raw, ok := g.Metadata["ip"]
+		macs := g.Selector["mac"]
+		if !ok {
+			continue
+		}
+		file := "groups/" + g.ID + ".json"
+		s, isString := raw.(string)
+		ip := net.ParseIP(s)
+		if !isString || ip == nil || ip.To4() == nil {
+			l.fail(file, "field \"metadata.ip\": %v is not an IPv4 address (want e.g. \"10.0.0.21\")", raw)
+			continue
+		}
+		if len(macs) != 1 {
+			l.fail(file, "field \"metadata.ip\": a fixed address needs a selector naming exactly one mac, not %d", len(macs))
+			continue
+		}
+		mac := macs[0]
+		host, _ := g.Metadata["hostname"].(string)
+		if old, dup := byMAC[mac]; dup {
+			if !old.IP.Equal(ip) {
+				l.fail(file, "field \"metadata.ip\": mac %s already has %s in group %q", mac, old.IP, old.Group)
+			} else if old.Hostname == "" && host != "" {
+				old.Hostname = host // two stages of one machine: the first name given wins
+				byMAC[mac] = old
+			}
+			continue
+		}
+		if other, dup := byIP[ip.String()]; dup && other != mac {
+			l.fail(file, "field \"metadata.ip\": %s is already reserved for mac %s", ip, other)
+			continue
+		}
+		byMAC[mac] = Reservation{IP: ip.To4(), Hostname: host, Group: g.ID}
+		byIP[ip.String()] = mac
+	}
+	return byMAC
+}
+
+// Reserved returns the fixed address declared for a MAC (lower-case colon
+// form), if any.
+func (c *Catalog) Reserved(mac string) (Reservation, bool) {
+	r, ok := c.reserved[mac]
+	return r, ok
 }

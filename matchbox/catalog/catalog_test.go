@@ -277,3 +277,31 @@ func TestRequestUse(t *testing.T) {
 		}
 	}
 }
+
+func TestReservations(t *testing.T) {
+	fsys := baseFS()
+	fsys["groups/a.json"] = file(`{"id":"a","profile":"live","selector":{"mac":"52:54:00:00:00:01"},"metadata":{"ip":"10.0.0.21","hostname":"a"}}`)
+	fsys["groups/a2.json"] = file(`{"id":"a2","profile":"live","selector":{"mac":"52:54:00:00:00:01","os":"installed"},"metadata":{"ip":"10.0.0.21"}}`)
+	c, err := Load(fsys, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, ok := c.Reserved("52:54:00:00:00:01")
+	if !ok || r.IP.String() != "10.0.0.21" || r.Hostname != "a" {
+		t.Errorf("Reserved(…:01) = %+v, %v; want 10.0.0.21 named a", r, ok)
+	}
+	if _, ok := c.Reserved("52:54:00:00:00:02"); ok {
+		t.Error("Reserved for an unlisted MAC")
+	}
+	for name, bad := range map[string]string{
+		"not an address": `{"id":"b","profile":"live","selector":{"mac":"52:54:00:00:00:02"},"metadata":{"ip":"10.0.0"}}`,
+		"two macs":       `{"id":"b","profile":"live","selector":{"mac":["52:54:00:00:00:02","52:54:00:00:00:03"]},"metadata":{"ip":"10.0.0.22"}}`,
+		"taken address":  `{"id":"b","profile":"live","selector":{"mac":"52:54:00:00:00:02"},"metadata":{"ip":"10.0.0.21"}}`,
+		"second address": `{"id":"b","profile":"live","selector":{"mac":"52:54:00:00:00:01","x":"y"},"metadata":{"ip":"10.0.0.23"}}`,
+	} {
+		fsys["groups/b.json"] = file(bad)
+		if _, err := Load(fsys, Options{}); err == nil || !strings.Contains(err.Error(), `groups/b.json: field "metadata.ip"`) {
+			t.Errorf("%s: Load = %v, want a problem with groups/b.json metadata.ip", name, err)
+		}
+	}
+}
