@@ -135,8 +135,16 @@ func NewHandler(cfg Config) http.Handler {
 // machine's identity to /ipxe. The URL is relative, so it resolves against
 // whichever address served this script. Values that can hold spaces or
 // '&' are URI-escaped by iPXE (:uristring).
-const BootIPXE = "#!ipxe\n" +
-	"chain ipxe?uuid=${uuid}&mac=${mac:hexhyp}&domain=${domain:uristring}&hostname=${hostname:uristring}&serial=${serial:uristring}&arch=${buildarch:uristring}\n"
+const BootIPXE = "#!ipxe\n" + "chain " + chainQuery + "\n"
+
+const chainQuery = "ipxe?uuid=${uuid}&mac=${mac:hexhyp}&domain=${domain:uristring}&hostname=${hostname:uristring}&serial=${serial:uristring}&arch=${buildarch:uristring}"
+
+// BootIPXEFor is the chainload script with an absolute URL under base
+// (e.g. "http://10.0.0.1:8080/"), for boot.ipxe fetched over TFTP, where a
+// relative URL would resolve to tftp:// and never reach /ipxe.
+func BootIPXEFor(base string) string {
+	return "#!ipxe\n" + "chain " + base + chainQuery + "\n"
+}
 
 func (s *server) bootIPXE(w http.ResponseWriter, r *http.Request) {
 	// The first time a machine reaches Kindling over HTTP: iPXE is running.
