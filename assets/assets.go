@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"syscall"
 )
@@ -22,6 +23,9 @@ var ErrNotFile = errors.New("not a regular file")
 type Root struct {
 	dir  string
 	root *os.Root
+	// follow: symlinks inside the tree may point anywhere (see
+	// OpenFollowingLinks); names still cannot leave it.
+	follow bool
 }
 
 // Open opens the asset tree at dir, which must be an existing directory.
@@ -31,6 +35,20 @@ func Open(dir string) (*Root, error) {
 		return nil, fmt.Errorf("opening assets directory %s: %w", dir, err)
 	}
 	return &Root{dir: dir, root: r}, nil
+}
+
+// OpenFollowingLinks opens a tree whose symlinks are trusted to point
+// anywhere: Debian's /usr/lib/ipxe links its EFI binaries into /boot. A
+// requested name still cannot climb out ("..", absolute names are
+// cleaned away); only links the operator (or a package) put in the tree
+// are followed.
+func OpenFollowingLinks(dir string) (*Root, error) {
+	r, err := Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	r.follow = true
+	return r, nil
 }
 
 // Dir is the directory the tree was opened at.
@@ -48,7 +66,13 @@ func (r *Root) Open(name string) (*os.File, fs.FileInfo, error) {
 	}
 	// O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
 	// writer and hang the request; regular files ignore the flag.
-	f, err := r.root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	var f *os.File
+	var err error
+	if r.follow {
+		f, err = os.OpenFile(filepath.Join(r.dir, filepath.FromSlash(name)), os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	} else {
+		f, err = r.root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	}
 	if err != nil {
 		return nil, nil, err
 	}

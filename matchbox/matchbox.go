@@ -20,6 +20,8 @@ import (
 
 	"github.com/kindlingboot/kindling/assets"
 	"github.com/kindlingboot/kindling/matchbox/catalog"
+	"github.com/kindlingboot/kindling/matchbox/dhcp"
+	"github.com/kindlingboot/kindling/matchbox/events"
 	"github.com/kindlingboot/kindling/matchbox/store"
 	"github.com/kindlingboot/kindling/matchbox/web"
 )
@@ -55,6 +57,15 @@ type Config struct {
 	// NoWatch turns off watching DataPath: only Reload triggers reloads
 	// (for file systems without inotify, or operators who want control).
 	NoWatch bool
+	// DHCP, when set, answers PXE clients' DHCP on an interface (proxy or
+	// full server); Logger, Record, Metrics, Reservations, HTTPPort and
+	// LeaseFile (DataPath/dhcp-leases.json) are filled in by New.
+	DHCP *dhcp.Config
+	// TFTPAddress, when set, serves TFTP there (":69").
+	TFTPAddress string
+	// TFTPRoot is the directory served over TFTP; empty means the first of
+	// ASSETS/ipxe and /usr/lib/ipxe that exists.
+	TFTPRoot string
 	// WatchQuiet is how long the data directory must be still before a
 	// change is reloaded; 0 means 250ms.
 	WatchQuiet time.Duration
@@ -78,6 +89,8 @@ type Server struct {
 	metrics *web.Metrics
 	log     *slog.Logger
 	handler http.Handler
+	events  *events.Log
+	netboot *netboot
 	// loadedPrint is the data directory's fingerprint taken just before
 	// the first load, to catch changes made before the watch began.
 	loadedPrint uint64
@@ -86,7 +99,7 @@ type Server struct {
 // New loads and validates the catalog; a data directory with any problem
 // is an error listing every problem (a *catalog.LoadError).
 func New(cfg Config) (*Server, error) {
-	s := &Server{cfg: cfg, metrics: web.NewMetrics(), log: cfg.Logger}
+	s := &Server{cfg: cfg, metrics: web.NewMetrics(), log: cfg.Logger, events: events.NewLog(0, 0)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -126,12 +139,19 @@ func New(cfg Config) (*Server, error) {
 	s.state.Store(&state{cat: cat, loadedAt: time.Now()})
 	s.observe(cat, time.Since(start))
 	s.metrics.CatalogHealthy.Set(1)
+	if s.netboot, err = s.newNetboot(); err != nil {
+		s.closeAssets()
+		return nil, err
+	}
 	s.handler = web.NewHandler(web.Config{
 		Catalog: func() *catalog.Catalog { return s.state.Load().cat },
 		Health:  s.health,
 		Assets:  s.assets,
 		Logger:  s.log,
 		Metrics: s.metrics,
+		Events:  s.events,
+		MACFor:  s.netboot.macFor,
+		IPXE:    s.netboot.ipxeRoot(),
 	})
 	return s, nil
 }
@@ -241,6 +261,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		return nil
 	})
+	s.netboot.serve(ctx, g)
 	if s.dir != nil && !s.cfg.NoWatch {
 		quiet := s.cfg.WatchQuiet
 		if quiet == 0 {

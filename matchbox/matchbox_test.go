@@ -223,3 +223,30 @@ func TestEmbeddedDataNeedsNoDirectory(t *testing.T) {
 		t.Error("New(Config{}) with no data succeeded")
 	}
 }
+
+// TestWatchIgnoresOtherFiles: files directly in the data directory that
+// are not catalog parts (the DHCP lease file) never trigger a reload.
+func TestWatchIgnoresOtherFiles(t *testing.T) {
+	dir := dataDir(t)
+	base, _ := start(t, Config{DataPath: dir})
+	get(t, base+"/healthz")
+	for i := 0; i < 5; i++ {
+		write(t, dir, "dhcp-leases.json", `{"leases":[]}`)
+		time.Sleep(30 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	_, metrics := get(t, base+"/metrics")
+	if !strings.Contains(metrics, `kindling_catalog_reloads_total{result="success"} 0`) {
+		t.Errorf("writing the lease file reloaded the catalog:\n%s", grepLines(metrics, "kindling_catalog_reloads_total"))
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

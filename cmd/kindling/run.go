@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/kindlingboot/kindling/examples"
 	"github.com/kindlingboot/kindling/matchbox"
+	"github.com/kindlingboot/kindling/matchbox/dhcp"
 )
 
 // Version is set at build time with -ldflags "-X main.Version=…".
@@ -154,9 +157,33 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	fs.StringVar(&cfg.DataPath, "data-path", "", "data directory (groups/, profiles/, ignition/, generic/, templates/); empty serves the embedded example")
 	fs.StringVar(&cfg.AssetsPath, "assets-path", "", "assets directory served at /assets/; empty means DATA-PATH/assets when it exists")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 0, "how long to let in-flight downloads finish on SIGTERM (0: 5m)")
+	var (
+		dhcpMode   = fs.String("dhcp", "", "answer PXE clients' DHCP: proxy (beside an existing DHCP server) or server (hand out addresses); empty: off")
+		dhcpIface  = fs.String("dhcp-interface", "", "interface to serve DHCP on (required with -dhcp)")
+		dhcpRange  = fs.String("dhcp-range", "", "server mode: addresses to lease, START-END (e.g. 10.0.0.100-10.0.0.199)")
+		dhcpRouter = fs.String("dhcp-router", "", "server mode: default gateway to hand out")
+		dhcpDNS    = fs.String("dhcp-dns", "", "server mode: DNS servers to hand out, comma-separated")
+		dhcpDomain = fs.String("dhcp-domain", "", "server mode: domain name to hand out")
+		dhcpLease  = fs.Duration("dhcp-lease-time", 0, "server mode: lease time (0: 1h)")
+		dhcpIP     = fs.String("dhcp-server-ip", "", "this server's address as machines reach it (default: the interface's first IPv4 address)")
+		dhcpSNP    = fs.Bool("dhcp-snp", false, "give x86-64 UEFI machines snponly.efi instead of ipxe.efi")
+		tftpAddr   = fs.String("tftp-address", "", "TFTP listen address (default :69 when -dhcp is set; empty and no -dhcp: off)")
+	)
+	fs.StringVar(&cfg.TFTPRoot, "tftp-root", "", "directory served over TFTP (default: the first of ASSETS/ipxe and /usr/lib/ipxe that exists)")
 	if err := parse(fs, args, getenv); err != nil {
 		return err
 	}
+	if *dhcpMode != "" {
+		d, err := dhcpConfig(*dhcpMode, *dhcpIface, *dhcpRange, *dhcpRouter, *dhcpDNS, *dhcpDomain, *dhcpIP, *dhcpLease, *dhcpSNP)
+		if err != nil {
+			return err
+		}
+		cfg.DHCP = d
+		if *tftpAddr == "" {
+			*tftpAddr = ":69"
+		}
+	}
+	cfg.TFTPAddress = *tftpAddr
 	if *version {
 		fmt.Fprintf(stderr, "kindling %s\n", Version)
 		return nil
@@ -189,4 +216,63 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	cfg.Reload = reload
 	log.Info("kindling starting", "version", Version)
 	return matchbox.Run(ctx, cfg)
+}
+
+// dhcpConfig turns the -dhcp flags into a dhcp.Config; every mistake names
+// its flag and what would be valid.
+func dhcpConfig(mode, iface, rng, router, dns, domain, serverIP string, lease time.Duration, snp bool) (*dhcp.Config, error) {
+	d := &dhcp.Config{Interface: iface, Domain: domain, LeaseTime: lease}
+	d.BootFiles.UseSNP = snp
+	switch mode {
+	case "proxy":
+		d.Mode = dhcp.ModeProxy
+	case "server":
+		d.Mode = dhcp.ModeServer
+	default:
+		return nil, usageError{fmt.Sprintf("-dhcp %q: want proxy or server", mode)}
+	}
+	if iface == "" {
+		return nil, usageError{"-dhcp needs -dhcp-interface: the interface facing the machines"}
+	}
+	ip := func(flag, v string) (net.IP, error) {
+		if v == "" {
+			return nil, nil
+		}
+		p := net.ParseIP(strings.TrimSpace(v)).To4()
+		if p == nil {
+			return nil, usageError{fmt.Sprintf("%s %q: not an IPv4 address", flag, v)}
+		}
+		return p, nil
+	}
+	var err error
+	if d.ServerIP, err = ip("-dhcp-server-ip", serverIP); err != nil {
+		return nil, err
+	}
+	if d.Router, err = ip("-dhcp-router", router); err != nil {
+		return nil, err
+	}
+	if dns != "" {
+		for _, v := range strings.Split(dns, ",") {
+			p, err := ip("-dhcp-dns", v)
+			if err != nil {
+				return nil, err
+			}
+			d.DNS = append(d.DNS, p)
+		}
+	}
+	if d.Mode == dhcp.ModeServer {
+		first, last, ok := strings.Cut(rng, "-")
+		if !ok {
+			return nil, usageError{fmt.Sprintf("-dhcp-range %q: want START-END, e.g. 10.0.0.100-10.0.0.199", rng)}
+		}
+		if d.Range[0], err = ip("-dhcp-range", first); err != nil {
+			return nil, err
+		}
+		if d.Range[1], err = ip("-dhcp-range", last); err != nil {
+			return nil, err
+		}
+	} else if rng != "" {
+		return nil, usageError{"-dhcp-range only applies to -dhcp server: proxy mode never hands out addresses"}
+	}
+	return d, nil
 }

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -105,11 +106,14 @@ func (d *Dir) Watch(ctx context.Context, quiet time.Duration, ready, changed fun
 				return nil
 			}
 			if filepath.Dir(ev.Name) == filepath.Clean(d.path) {
-				base := filepath.Base(ev.Name)
-				for _, sub := range Subdirs {
-					if base == sub && ev.Has(fsnotify.Create) {
-						_ = w.Add(ev.Name)
-					}
+				// Directly in the data directory only the catalog's own
+				// subdirectories matter: other files there (the DHCP lease
+				// file, a README) change without touching the catalog.
+				if !slices.Contains(Subdirs, filepath.Base(ev.Name)) {
+					continue
+				}
+				if ev.Has(fsnotify.Create) {
+					_ = w.Add(ev.Name)
 				}
 			}
 			timer.Reset(quiet)

@@ -6,9 +6,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"testing"
 	"testing/fstest"
 
+	"github.com/kindlingboot/kindling/assets"
 	"github.com/kindlingboot/kindling/matchbox/catalog"
 	"github.com/kindlingboot/kindling/matchbox/events"
 	"github.com/kindlingboot/kindling/matchbox/web"
@@ -71,5 +74,43 @@ func TestEvents(t *testing.T) {
 	}
 	if code := getJSON("/events?mac=nope", &evs); code != 400 {
 		t.Errorf("GET /events?mac=nope = %d, want 400", code)
+	}
+}
+
+func TestIPXEBinariesOverHTTP(t *testing.T) {
+	c, err := catalog.Load(fstest.MapFS{}, catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assetsDir, ipxeDir := t.TempDir(), t.TempDir()
+	os.MkdirAll(filepath.Join(assetsDir, "ipxe"), 0o755)
+	os.WriteFile(filepath.Join(assetsDir, "ipxe", "own.efi"), []byte("from assets"), 0o644)
+	os.WriteFile(filepath.Join(assetsDir, "k"), []byte("kernel"), 0o644)
+	os.WriteFile(filepath.Join(ipxeDir, "ipxe.efi"), []byte("from the tftp root"), 0o644)
+	a, err := assets.Open(assetsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix, err := assets.OpenFollowingLinks(ipxeDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(web.NewHandler(web.Config{Catalog: func() *catalog.Catalog { return c }, Assets: a, IPXE: ix}))
+	defer srv.Close()
+	for path, want := range map[string]string{
+		"/assets/ipxe/ipxe.efi": "from the tftp root",
+		"/assets/ipxe/own.efi":  "from assets",
+		"/assets/k":             "kernel",
+		"/assets/ipxe/nope.efi": "404 not found: /assets/ipxe/nope.efi\n",
+	} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != want {
+			t.Errorf("GET %s = %d %q, want %q", path, resp.StatusCode, b, want)
+		}
 	}
 }

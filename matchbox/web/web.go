@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -51,6 +52,11 @@ type Config struct {
 	Health func() Health
 	// Assets is the asset tree; nil disables /assets.
 	Assets *assets.Root
+	// IPXE is the directory of iPXE binaries (the TFTP root). Requests for
+	// /assets/ipxe/NAME that the asset tree cannot answer are served from
+	// it, so the http:// boot file given to UEFI HTTP-boot clients always
+	// exists. nil: only the asset tree.
+	IPXE *assets.Root
 	// Logger receives one Info line per served boot step; nil discards.
 	Logger *slog.Logger
 	// Metrics are updated per request; nil makes a private set.
@@ -288,14 +294,22 @@ func (s *server) machine(endpoint string, kind catalog.Kind) http.HandlerFunc {
 }
 
 func (s *server) asset(w http.ResponseWriter, r *http.Request) {
-	if s.Assets == nil {
-		text(w, http.StatusNotFound, "404 not found: no assets directory is configured (-assets-path)\n")
-		return
-	}
 	// The decoded path: chi matches on the raw one, which keeps escapes
 	// such as %2b that Go would not have produced itself.
 	name := strings.TrimPrefix(r.URL.Path, "/assets/")
-	f, fi, err := s.Assets.Open(name)
+	var f *os.File
+	var fi fs.FileInfo
+	err := fs.ErrNotExist
+	if s.Assets != nil {
+		f, fi, err = s.Assets.Open(name)
+	}
+	if bin, ok := strings.CutPrefix(name, "ipxe/"); ok && s.IPXE != nil && errors.Is(err, fs.ErrNotExist) {
+		f, fi, err = s.IPXE.Open(bin)
+	}
+	if s.Assets == nil && s.IPXE == nil {
+		text(w, http.StatusNotFound, "404 not found: no assets directory is configured (-assets-path)\n")
+		return
+	}
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, assets.ErrNotFile) {
 			s.Logger.LogAttrs(r.Context(), slog.LevelWarn, "asset refused", slog.String("path", name),
