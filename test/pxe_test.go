@@ -81,10 +81,17 @@ func newPXELab(t *testing.T, dhcpMode string) *pxeLab {
 	l.nsrun("ip", "link", "set", l.tap, "up")
 	// iPXE waits ~13 s for IPv6 router advertisements when none come;
 	// dnsmasq sends them (DHCPv4 stays Kindling's: --port=0 and ra-only).
+	// In proxy mode it is also the site's DHCP server, which knows nothing
+	// of PXE: Kindling adds only the boot information.
+	dnsmasq := []string{"--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--user=root",
+		"--interface=kbr0", "--bind-interfaces", "--enable-ra", "--dhcp-range=fd77::,ra-only",
+		"--pid-file=" + filepath.Join(l.dir, "dnsmasq.pid"), "--dhcp-leasefile=" + filepath.Join(l.dir, "dnsmasq.leases")}
+	if dhcpMode == "proxy" {
+		need(t, "dnsmasq")
+		dnsmasq = append(dnsmasq, "--dhcp-range=10.77.0.100,10.77.0.199,255.255.255.0,1h", "--no-ping")
+	}
 	if _, err := exec.LookPath("dnsmasq"); err == nil {
-		l.start("dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--user=root",
-			"--interface=kbr0", "--bind-interfaces", "--enable-ra", "--dhcp-range=fd77::,ra-only",
-			"--pid-file="+filepath.Join(l.dir, "dnsmasq.pid"), "--dhcp-leasefile="+filepath.Join(l.dir, "dnsmasq.leases"))
+		l.start("dnsmasq", dnsmasq...)
 	}
 
 	data := filepath.Join(l.dir, "data")
@@ -288,4 +295,25 @@ func TestPXEBootUEFI(t *testing.T) {
 		t.Errorf("UEFI boot steps = %v, want in order %v", got, want)
 	}
 	t.Logf("UEFI boot steps: %v", got)
+}
+
+// TestPXEBootProxy: the network already has a DHCP server (dnsmasq, with
+// no PXE configuration); Kindling runs as proxyDHCP and only adds the boot
+// file. The iPXE ROM takes its address from one and /boot.ipxe from the
+// other.
+func TestPXEBootProxy(t *testing.T) {
+	l := newPXELab(t, "proxy")
+	evs := l.boot([]string{"-machine", "pc,graphics=off",
+		"-device", "virtio-net-pci,netdev=n0,mac=" + pxeMAC + ",bootindex=1"}, 120*time.Second)
+	got := steps(evs)
+	want := []string{"dhcp:proxy-offer", "http:boot.ipxe", "http:ipxe", "http:asset:vmlinuz-pxe-test"}
+	if !inOrder(got, want) {
+		t.Errorf("proxy boot steps = %v, want in order %v", got, want)
+	}
+	for _, e := range evs {
+		if e.Source == "dhcp" && (e.Step == "offer" || e.Step == "ack") {
+			t.Errorf("proxy mode handed out an address: %+v", e)
+		}
+	}
+	t.Logf("proxy boot steps: %v", got)
 }
