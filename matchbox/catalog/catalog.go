@@ -109,6 +109,7 @@ func (e *LoadError) Error() string {
 }
 
 type loader struct {
+	cat      *Catalog
 	fsys     fs.FS
 	problems []Problem
 	warnings []Problem
@@ -162,6 +163,7 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 		opts:      opts,
 		renders:   make(chan struct{}, runtime.GOMAXPROCS(0)),
 	}
+	l.cat = c
 	for _, name := range l.files("profiles") {
 		file := "profiles/" + name
 		if !strings.HasSuffix(name, ".json") {
@@ -222,7 +224,7 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 			l.fail(file, "reading: %w", err)
 			continue
 		}
-		f, err := loadIgnition(name, src, opts)
+		f, err := c.loadIgnition(name, src, opts)
 		if err != nil {
 			l.problems = append(l.problems, Problem{file, err})
 			continue
@@ -237,7 +239,7 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 				l.fail(file, "reading: %w", err)
 				continue
 			}
-			t, err := render.NewTemplate(file, string(src))
+			t, err := c.newTemplate(file, string(src))
 			if err != nil {
 				l.fail(file, "template does not parse: %w", err)
 				continue
@@ -314,18 +316,18 @@ func (l *loader) profile(file string) (*Profile, error) {
 	}
 	if b := p.Boot; b != nil {
 		var err error
-		if p.kernel, err = compile("boot.kernel", b.Kernel); err != nil {
+		if p.kernel, err = l.cat.compile("boot.kernel", b.Kernel); err != nil {
 			return nil, err
 		}
 		for i, s := range b.Initrd {
-			t, err := compile(fmt.Sprintf("boot.initrd[%d]", i), s)
+			t, err := l.cat.compile(fmt.Sprintf("boot.initrd[%d]", i), s)
 			if err != nil {
 				return nil, err
 			}
 			p.initrd = append(p.initrd, t)
 		}
 		for i, s := range b.Args {
-			t, err := compile(fmt.Sprintf("boot.args[%d]", i), s)
+			t, err := l.cat.compile(fmt.Sprintf("boot.args[%d]", i), s)
 			if err != nil {
 				return nil, err
 			}
@@ -335,18 +337,24 @@ func (l *loader) profile(file string) (*Profile, error) {
 	return &p, nil
 }
 
-func compile(field, s string) (*text, error) {
+// newTemplate parses a machine-plane template with the catalog's cluster
+// helpers available.
+func (c *Catalog) newTemplate(name, text string) (*template.Template, error) {
+	return template.New(name).Option("missingkey=error").Funcs(c.funcs()).Parse(text)
+}
+
+func (c *Catalog) compile(field, s string) (*text, error) {
 	if !strings.Contains(s, "{{") {
 		return &text{lit: s}, nil
 	}
-	t, err := render.NewTemplate(field, s)
+	t, err := c.newTemplate(field, s)
 	if err != nil {
 		return nil, fmt.Errorf("field %q: template %q does not parse: %w", field, s, err)
 	}
 	return &text{t: t}, nil
 }
 
-func loadIgnition(name string, src []byte, opts Options) (*ignitionFile, error) {
+func (c *Catalog) loadIgnition(name string, src []byte, opts Options) (*ignitionFile, error) {
 	f := &ignitionFile{name: name}
 	if profiles.IsRawIgnition(name) {
 		if _, err := render.CheckIgnition(src); err != nil {
@@ -364,7 +372,7 @@ func loadIgnition(name string, src []byte, opts Options) (*ignitionFile, error) 
 		f.static = out
 		return f, nil
 	}
-	t, err := render.NewTemplate("ignition/"+name, string(src))
+	t, err := c.newTemplate("ignition/"+name, string(src))
 	if err != nil {
 		return nil, fmt.Errorf("butane template does not parse: %w", err)
 	}
