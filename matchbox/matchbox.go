@@ -21,6 +21,7 @@ import (
 	"github.com/kindlingboot/kindling/assets"
 	"github.com/kindlingboot/kindling/matchbox/catalog"
 	"github.com/kindlingboot/kindling/matchbox/dhcp"
+	"github.com/kindlingboot/kindling/matchbox/discovery"
 	"github.com/kindlingboot/kindling/matchbox/events"
 	"github.com/kindlingboot/kindling/matchbox/store"
 	"github.com/kindlingboot/kindling/matchbox/web"
@@ -66,6 +67,9 @@ type Config struct {
 	// TFTPRoot is the directory served over TFTP; empty means the first of
 	// ASSETS/ipxe and /usr/lib/ipxe that exists.
 	TFTPRoot string
+	// DiscoveryTTL is how long etcd discovery tokens live; 0 means 7 days.
+	// Tokens persist in DataPath/discovery (in memory with embedded data).
+	DiscoveryTTL time.Duration
 	// WatchQuiet is how long the data directory must be still before a
 	// change is reloaded; 0 means 250ms.
 	WatchQuiet time.Duration
@@ -81,16 +85,17 @@ type state struct {
 
 // Server is a configured, loaded server, ready to Serve.
 type Server struct {
-	cfg     Config
-	dir     *store.Dir
-	src     fs.FS
-	assets  *assets.Root
-	state   atomic.Pointer[state]
-	metrics *web.Metrics
-	log     *slog.Logger
-	handler http.Handler
-	events  *events.Log
-	netboot *netboot
+	cfg       Config
+	dir       *store.Dir
+	src       fs.FS
+	assets    *assets.Root
+	state     atomic.Pointer[state]
+	metrics   *web.Metrics
+	log       *slog.Logger
+	handler   http.Handler
+	events    *events.Log
+	discovery *discovery.Service
+	netboot   *netboot
 	// loadedPrint is the data directory's fingerprint taken just before
 	// the first load, to catch changes made before the watch began.
 	loadedPrint uint64
@@ -143,6 +148,14 @@ func New(cfg Config) (*Server, error) {
 		s.closeAssets()
 		return nil, err
 	}
+	dcfg := discovery.Config{TTL: cfg.DiscoveryTTL, Logger: s.log}
+	if cfg.DataPath != "" {
+		dcfg.Dir = filepath.Join(cfg.DataPath, "discovery")
+	}
+	if s.discovery, err = discovery.New(dcfg); err != nil {
+		s.closeAssets()
+		return nil, err
+	}
 	s.handler = web.NewHandler(web.Config{
 		Catalog: func() *catalog.Catalog { return s.state.Load().cat },
 		Health:  s.health,
@@ -152,6 +165,9 @@ func New(cfg Config) (*Server, error) {
 		Events:  s.events,
 		MACFor:  s.netboot.macFor,
 		IPXE:    s.netboot.ipxeRoot(),
+		// Discovery is on the machine plane: etcd members reach it
+		// without credentials, as they reach discovery.etcd.io.
+		Discovery: s.discovery.Handler(),
 	})
 	return s, nil
 }
@@ -262,6 +278,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		return nil
 	})
 	s.netboot.serve(ctx, g)
+	g.Go(func() error { return s.discovery.Run(ctx) })
 	if s.dir != nil && !s.cfg.NoWatch {
 		quiet := s.cfg.WatchQuiet
 		if quiet == 0 {

@@ -47,6 +47,8 @@ Usage:
   kindling validate [DIR]                check a data directory, list every problem
   kindling butane [-strict] [-files-dir D] [-o OUT] [FILE]
                                          transpile Butane YAML to Ignition JSON
+  kindling discovery new [-size 3] [-server URL]
+                                         create an etcd discovery URL (etcd --discovery)
   kindling version                       print the version
 
 Every flag can also be set as KINDLING_<FLAG> in the environment
@@ -77,6 +79,8 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 		return validate(rest, getenv, stdout, stderr)
 	case "butane":
 		return butane(rest, getenv, stdin, stdout, stderr)
+	case "discovery":
+		return discoveryCmd(ctx, rest, getenv, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "kindling %s\n", Version)
 		return nil
@@ -157,6 +161,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	fs.StringVar(&cfg.DataPath, "data-path", "", "data directory (groups/, profiles/, ignition/, generic/, templates/); empty serves the embedded example")
 	fs.StringVar(&cfg.AssetsPath, "assets-path", "", "assets directory served at /assets/; empty means DATA-PATH/assets when it exists")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 0, "how long to let in-flight downloads finish on SIGTERM (0: 5m)")
+	fs.DurationVar(&cfg.DiscoveryTTL, "discovery-ttl", 0, "how long etcd discovery tokens live (0: 168h)")
 	var (
 		dhcpMode   = fs.String("dhcp", "", "answer PXE clients' DHCP: proxy (beside an existing DHCP server) or server (hand out addresses); empty: off")
 		dhcpIface  = fs.String("dhcp-interface", "", "interface to serve DHCP on (required with -dhcp)")

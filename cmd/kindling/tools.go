@@ -1,16 +1,20 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/kindlingboot/kindling/examples"
 	"github.com/kindlingboot/kindling/groups"
@@ -246,5 +250,34 @@ func writeFileAtomic(name string, data []byte) error {
 	if err := os.Rename(tmp.Name(), name); err != nil {
 		return fmt.Errorf("writing %s: %w", name, err)
 	}
+	return nil
+}
+
+// discoveryCmd asks a running server for an etcd discovery URL.
+func discoveryCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "new" {
+		return usageError{"usage: kindling discovery new [-size 3] [-server http://127.0.0.1:8080]"}
+	}
+	fs := newFlagSet("discovery new", stderr)
+	size := fs.Int("size", 3, "cluster size: members beyond it are refused")
+	server := fs.String("server", "http://127.0.0.1:8080", "the Kindling server's machine-plane URL, as the etcd members reach it")
+	if err := parse(fs, args[1:], getenv); err != nil {
+		return err
+	}
+	u := strings.TrimRight(*server, "/") + "/discovery/new?size=" + strconv.Itoa(*size)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return usageError{fmt.Sprintf("-server %q: %v", *server, err)}
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("asking %s for a discovery token: %w", *server, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %s: %s", u, resp.Status, strings.TrimSpace(string(body)))
+	}
+	fmt.Fprintln(stdout, strings.TrimSpace(string(body)))
 	return nil
 }

@@ -68,6 +68,9 @@ type Config struct {
 	// leases), for requests that carry no mac label such as /boot.ipxe;
 	// nil or "" means unknown.
 	MACFor func(ip net.IP) string
+	// Discovery, when set, serves etcd's v2 discovery protocol at
+	// /discovery/ (all methods: etcd members register with PUT).
+	Discovery http.Handler
 	// WriteTimeout bounds writing a rendered response (assets are exempt so
 	// slow links can finish big images); 0 means 30s.
 	WriteTimeout time.Duration
@@ -130,6 +133,9 @@ func NewHandler(cfg Config) http.Handler {
 	get("/assets/*", "assets", s.asset)
 	get("/healthz", "healthz", s.healthz)
 	get("/events", "events", s.events)
+	if cfg.Discovery != nil {
+		r.Handle("/discovery/*", s.count("discovery", cfg.Discovery.ServeHTTP))
+	}
 	get("/metrics", "metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP)
 	r.NotFound(s.count("other", func(w http.ResponseWriter, r *http.Request) {
 		text(w, http.StatusNotFound, "404 not found: "+r.URL.Path+"\n")
