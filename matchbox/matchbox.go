@@ -134,8 +134,19 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.assets = r
 	}
+	// Discovery first: templates may name discovery tokens.
+	dcfg := discovery.Config{TTL: cfg.DiscoveryTTL, Logger: s.log}
+	if cfg.DataPath != "" {
+		dcfg.Dir = filepath.Join(cfg.DataPath, "discovery")
+	}
+	var err error
+	if s.discovery, err = discovery.New(dcfg); err != nil {
+		s.closeAssets()
+		return nil, err
+	}
+	s.cfg.Catalog.Discovery = s.discovery.Named
 	start := time.Now()
-	cat, err := catalog.Load(s.src, cfg.Catalog)
+	cat, err := catalog.Load(s.src, s.cfg.Catalog)
 	if err != nil {
 		s.closeAssets()
 		return nil, err
@@ -145,14 +156,6 @@ func New(cfg Config) (*Server, error) {
 	s.observe(cat, time.Since(start))
 	s.metrics.CatalogHealthy.Set(1)
 	if s.netboot, err = s.newNetboot(); err != nil {
-		s.closeAssets()
-		return nil, err
-	}
-	dcfg := discovery.Config{TTL: cfg.DiscoveryTTL, Logger: s.log}
-	if cfg.DataPath != "" {
-		dcfg.Dir = filepath.Join(cfg.DataPath, "discovery")
-	}
-	if s.discovery, err = discovery.New(dcfg); err != nil {
 		s.closeAssets()
 		return nil, err
 	}

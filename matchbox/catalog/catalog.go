@@ -38,6 +38,10 @@ type Options struct {
 	ButaneStrict bool
 	// CacheEntries bounds the rendered-config cache; 0 means 100,000.
 	CacheEntries int
+	// Discovery names etcd discovery tokens for the template function
+	// {{ discovery "NAME" SIZE }}; nil makes it yield a placeholder path
+	// (kindling validate and select have no discovery service).
+	Discovery func(name string, size int) (token string, err error)
 }
 
 // Catalog is an immutable, validated snapshot of a data directory.
@@ -52,6 +56,7 @@ type Catalog struct {
 	cache     *cache
 	renders   chan struct{}          // bounds concurrent cache-miss renders
 	reserved  map[string]Reservation // by MAC, from group metadata
+	checking  bool                   // set while Load's check renders: no side effects
 	// Warnings lists what was skipped while loading (not errors).
 	Warnings []Problem
 }
@@ -298,7 +303,9 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 	c.cache = newCache(n)
 	// Try each template once, as a machine would ask for it, so a Butane
 	// template that never yields a valid config fails here, not at boot.
+	c.checking = true
 	problems, warnings := c.check(false)
+	c.checking = false
 	c.Warnings = append(c.Warnings, warnings...)
 	if len(problems) > 0 {
 		return nil, &LoadError{Problems: problems}

@@ -70,6 +70,8 @@ func (c *Catalog) check(all bool) (problems, warnings []Problem) {
 // and returns what fails (problems) and what may fail (warnings); see
 // kindling validate.
 func (c *Catalog) Check() (problems, warnings []Problem) {
+	c.checking = true
+	defer func() { c.checking = false }()
 	problems, warnings = c.check(true)
 	sort.SliceStable(problems, func(i, j int) bool { return problems[i].File < problems[j].File })
 	sort.SliceStable(warnings, func(i, j int) bool { return warnings[i].File < warnings[j].File })

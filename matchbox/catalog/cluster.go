@@ -33,11 +33,30 @@ func (c *Catalog) funcs() template.FuncMap {
 		"field":     field,
 		"printEach": printEach,
 		"join":      join,
+		"discovery": c.discovery,
 	}
 }
 
+// discovery is the path of the named cluster's etcd discovery token,
+// created for size members on first use:
+//
+//	--discovery http://{{.request.host}}{{ discovery "prod-etcd" 3 }}
+func (c *Catalog) discovery(name string, size int) (string, error) {
+	// Loading tries templates once (check); that must not create tokens.
+	if c.opts.Discovery == nil || c.checking {
+		return "/discovery/" + name + "-not-created-outside-serve", nil
+	}
+	id, err := c.opts.Discovery(name, size)
+	if err != nil {
+		return "", err
+	}
+	return "/discovery/" + id, nil
+}
+
 // members returns the groups whose metadata (or single-valued selector)
-// key has value, given as "key=value", sorted by group id. No match is an
+// key has value, given as "key=value", sorted by group id. Groups that
+// select the same single MAC are one machine (two install stages, or two
+// bootstrap variants), counted once: the first by id. No match is an
 // error: a cluster of nobody is a typo.
 func (c *Catalog) members(sel string) ([]Member, error) {
 	key, value, ok := strings.Cut(sel, "=")
@@ -45,9 +64,16 @@ func (c *Catalog) members(sel string) ([]Member, error) {
 		return nil, fmt.Errorf("members %q: want key=value, e.g. members \"cluster=prod-etcd\"", sel)
 	}
 	var out []Member
+	seen := make(map[string]bool)
 	for _, g := range c.index.Groups() { // ID order
 		if !hasValue(g, key, value) {
 			continue
+		}
+		if macs := g.Selector["mac"]; len(macs) == 1 {
+			if seen[macs[0]] {
+				continue
+			}
+			seen[macs[0]] = true
 		}
 		m := Member{}
 		for k, vs := range g.Selector {

@@ -92,6 +92,12 @@ func TestClusterHelperErrors(t *testing.T) {
 		{"nobody in the cluster", func(f fstest.MapFS) {
 			f["generic/etcd.env"] = file(`{{ join "," (field "ip" (members "cluster=prod-etdc")) }}`)
 		}, `members "cluster=prod-etdc": no group has cluster=prod-etdc`},
+		{"two-stage machine counted once", func(f fstest.MapFS) {
+			// node1 also has an installed-stage group: still 3 members, so
+			// a template demanding 4 fails naming what it found.
+			f["groups/node1-installed.json"] = file(`{"id":"node1-installed","profile":"etcd","selector":{"mac":"52:54:00:00:00:01","os":"installed"},"metadata":{"cluster":"prod-etcd","name":"etcd1","ip":"10.0.0.21","place":{"zone":"a"}}}`)
+			f["generic/etcd.env"] = file(`{{ if ne (len (members "cluster=prod-etcd")) 3 }}{{ members "wrong count=x" }}{{ end }}{{ members "bad" }}`)
+		}, `members "bad": want key=value`},
 		{"bad selector", func(f fstest.MapFS) {
 			f["generic/etcd.env"] = file(`{{ members "prod-etcd" }}`)
 		}, `members "prod-etcd": want key=value`},

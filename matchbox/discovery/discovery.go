@@ -109,6 +109,9 @@ type Service struct {
 	mu     sync.Mutex
 	tokens map[string]*token // live and not yet swept
 
+	namesMu sync.Mutex        // serialises Named
+	names   map[string]string // cluster name → token, see Named
+
 	stopOnce sync.Once
 	stopped  chan struct{} // closed when Run returns: long polls end
 }
@@ -225,6 +228,9 @@ func New(cfg Config) (*Service, error) {
 		if err := s.load(); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.loadNames(); err != nil {
+		return nil, err
 	}
 	s.handler = http.HandlerFunc(s.serveHTTP)
 	return s, nil

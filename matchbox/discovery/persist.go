@@ -33,6 +33,11 @@ func (s *Service) save(t *token, events []event) error {
 	if err != nil {
 		return fmt.Errorf("encoding token %s: %w", short(t.id), err)
 	}
+	// Made on first write, so a data directory that never bootstraps a
+	// cluster never grows a discovery/ directory.
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return fmt.Errorf("discovery directory: %w", err)
+	}
 	if err := writeFileAtomic(s.dir, t.id+fileExt, b); err != nil {
 		return fmt.Errorf("saving token %s: %w", short(t.id), err)
 	}
@@ -91,10 +96,10 @@ func syncDir(dir string) error {
 // missing. Leftover temporary files (a crash mid-write) are removed: the
 // write they belonged to was never acknowledged.
 func (s *Service) load() error {
-	if err := os.MkdirAll(s.dir, 0o700); err != nil {
-		return fmt.Errorf("discovery directory: %w", err)
-	}
 	ents, err := os.ReadDir(s.dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // nothing persisted yet
+	}
 	if err != nil {
 		return fmt.Errorf("discovery directory: %w", err)
 	}

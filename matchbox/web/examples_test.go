@@ -29,6 +29,17 @@ type exampleMachine struct {
 }
 
 var exampleMachines = map[string][]exampleMachine{
+	// Only the computed bootstrap here: the discovery variant creates a
+	// token in the data directory on first use (test/ covers it on a copy).
+	"etcd3": {
+		{name: "node2-static", query: "uuid=&mac=52-54-00-e7-cd-02" + chain,
+			codes: map[string]int{"generic": http.StatusNotFound},
+			contains: map[string][]string{
+				"ipxe":     {"coreos.inst.install_dev=/dev/vda", "ignition?mac=${mac:hexhyp}"},
+				"ignition": {"node1=http://10.77.0.21:2380,node2=http://10.77.0.22:2380,node3=http://10.77.0.23:2380"},
+				"metadata": {"CLUSTER=etcd3", "IP=10.77.0.22"},
+			}},
+	},
 	"default": {
 		{name: "any", query: "uuid=11111111-2222-3333-4444-555555555555&mac=52-54-00-12-34-56" + chain,
 			contains: map[string][]string{
