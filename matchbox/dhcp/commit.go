@@ -16,6 +16,11 @@ type committer struct {
 	path  string
 	table *leaseTable
 
+	// buf and lines are the snapshot buffers, reused between writes
+	// (only the run goroutine touches them).
+	buf   []byte
+	lines [][]byte
+
 	mu      sync.Mutex
 	pending []*answer // replies waiting for the next durable write
 	dirty   bool      // the table changed since the last write
@@ -76,7 +81,8 @@ func (c *committer) flush(send func(*answer), drop func(*answer, error), log *sl
 	if !dirty {
 		return
 	}
-	if err := writeFileAtomic(c.path, c.table.snapshot()); err != nil {
+	c.buf, c.lines = c.table.snapshot(c.buf, c.lines)
+	if err := writeFileAtomic(c.path, c.buf); err != nil {
 		log.Error("dhcp lease file write failed; replies withheld", "path", c.path, "replies", len(batch), "error", err.Error())
 		for _, a := range batch {
 			drop(a, fmt.Errorf("%w: %v", errPersist, err))

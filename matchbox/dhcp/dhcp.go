@@ -23,6 +23,10 @@
 //     dropped with reason "relay-subnet". Multi-subnet is not supported yet.
 //   - Leases are keyed by MAC, not by client identifier (see lease).
 //   - No ICMP probe before offering an address (dnsmasq --no-ping).
+//   - GRUB is recognised only when it says so: builds carrying the
+//     Fedora/RHEL net_bootp patch send user class "GRUB2" (RFC 3004 form)
+//     and option 93; upstream GRUB sends only the message type, so it is
+//     an ordinary client (an address, no boot file).
 package dhcp
 
 import (
@@ -102,10 +106,13 @@ type Config struct {
 	Domain string
 	// LeaseTime is how long leases last; 0 means 1h.
 	LeaseTime time.Duration
-	// LeaseFile is where leases persist; "" keeps them in memory only.
-	// Every change is written atomically (temp file, fsync, rename), and
-	// an ACK is sent only once the lease it grants is on disk; writes
-	// are batched, so a burst costs one write per batch, not per lease.
+	// LeaseFile is where leases persist (JSON); "" keeps them in memory
+	// only. It is loaded by New. Every change is written atomically
+	// (temp file, fsync, rename, directory fsync), and an ACK is sent
+	// only once the lease it grants is on disk. Writes are group-committed:
+	// replies wait while a write is in flight and the next write covers
+	// them all, so a burst costs one write per batch, not per lease. Each
+	// write rewrites the whole table (about 100 bytes a lease).
 	LeaseFile string
 	// Reservations maps a MAC to a fixed address (and hostname, option
 	// 12); nil means none. It is called per packet, so it must be cheap

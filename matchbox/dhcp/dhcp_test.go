@@ -366,7 +366,8 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	tb.put(&lease{ip: ipToU32(net.IPv4(10, 9, 0, 103)), mac: "02:00:00:00:00:03", expires: testNow})             // offer: not saved
 	tb.put(&lease{ip: ipToU32(net.IPv4(10, 9, 0, 20)), mac: "02:00:00:00:00:04", expires: testNow, bound: true}) // reserved, outside range
 	path := filepath.Join(t.TempDir(), "l.json")
-	if err := writeFileAtomic(path, tb.snapshot()); err != nil {
+	img, _ := tb.snapshot(nil, nil)
+	if err := writeFileAtomic(path, img); err != nil {
 		t.Fatal(err)
 	}
 	t2 := newLeaseTable(tb.start, tb.end, testNet)

@@ -238,9 +238,13 @@ type fileLease struct {
 // addresses) in address order. Under t.mu it encodes only the records
 // changed since the last snapshot and collects the cached lines (a walk
 // of the slot array); the O(n) copy into the file image happens after.
-func (t *leaseTable) snapshot() []byte {
+//
+// The image is appended to dst[:0] and lines reuses scratch, so the
+// committer's buffers are recycled between writes instead of allocating
+// megabytes per batch.
+func (t *leaseTable) snapshot(dst []byte, scratch [][]byte) ([]byte, [][]byte) {
 	t.mu.Lock()
-	lines := make([][]byte, 0, t.inUse+len(t.outside))
+	lines := scratch[:0]
 	size := 0
 	collect := func(l *lease) {
 		if !l.bound && l.mac != "" {
@@ -266,7 +270,7 @@ func (t *leaseTable) snapshot() []byte {
 		collect(l)
 	}
 	t.mu.Unlock()
-	b := make([]byte, 0, 32+size)
+	b := slices.Grow(dst[:0], 32+size)
 	b = append(b, "{\"version\":1,\"leases\":["...)
 	for i, line := range lines {
 		if i > 0 {
@@ -276,7 +280,8 @@ func (t *leaseTable) snapshot() []byte {
 		b = append(b, line...)
 	}
 	b = append(b, "\n]}\n"...)
-	return b
+	clear(lines) // drop references to old lines
+	return b, lines
 }
 
 // appendJSON appends l as one lease-file JSON object. Hand-rolled: it is
