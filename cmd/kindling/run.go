@@ -184,6 +184,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 			return err
 		}
 		cfg.DHCP = d
+		// DHCP sends machines to http://SERVER:PORT/…; an HTTP server
+		// listening only on loopback would leave every one of them stuck.
+		if host, _, err := net.SplitHostPort(cfg.Address); err == nil {
+			if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+				return usageError{fmt.Sprintf("-dhcp with -address %s: machines could not reach the HTTP server; listen where they can, e.g. -address 0.0.0.0:8080 or the interface's address", cfg.Address)}
+			}
+		}
 		if *tftpAddr == "" {
 			*tftpAddr = ":69"
 		}

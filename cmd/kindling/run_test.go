@@ -40,6 +40,15 @@ func TestVersionAndUsage(t *testing.T) {
 	if _, _, code := kindling(t, nil, "", "serve", "-h"); code != 0 {
 		t.Errorf("serve -h: exit %d, want 0", code)
 	}
+	if _, errOut, code := kindling(t, nil, "", "serve", "-dhcp", "proxy", "-dhcp-interface", "lo"); code != 2 || !strings.Contains(errOut, "machines could not reach the HTTP server") {
+		t.Errorf("-dhcp with the default loopback -address: exit %d, stderr %q", code, errOut)
+	}
+	if _, errOut, code := kindling(t, nil, "", "serve", "-address", "0.0.0.0:0", "-dhcp", "server", "-dhcp-interface", "lo", "-dhcp-range", "10.0.0.9"); code != 2 || !strings.Contains(errOut, "want START-END") {
+		t.Errorf("-dhcp-range without an end: exit %d, stderr %q", code, errOut)
+	}
+	if _, errOut, code := kindling(t, nil, "", "serve", "-address", "0.0.0.0:0", "-dhcp", "relay", "-dhcp-interface", "lo"); code != 2 || !strings.Contains(errOut, "want proxy or server") {
+		t.Errorf("-dhcp relay: exit %d, stderr %q", code, errOut)
+	}
 	if _, errOut, code := kindling(t, nil, "", "serve", "-log-level", "loud"); code != 2 || !strings.Contains(errOut, "want debug, info, warn or error") {
 		t.Errorf("bad -log-level: exit %d, stderr %q", code, errOut)
 	}
