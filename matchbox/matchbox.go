@@ -67,6 +67,10 @@ type Config struct {
 	// TFTPRoot is the directory served over TFTP; empty means the first of
 	// ASSETS/ipxe and /usr/lib/ipxe that exists.
 	TFTPRoot string
+	// DiscoveryV3Address, when set, serves etcd's v3 discovery (an
+	// embedded etcd holding only discovery keys) there, for etcd 3.6 and
+	// later: --discovery-endpoints=http://ADDR --discovery-token=TOKEN.
+	DiscoveryV3Address string
 	// DiscoveryTTL is how long etcd discovery tokens live; 0 means 7 days.
 	// Tokens persist in DataPath/discovery (in memory with embedded data).
 	DiscoveryTTL time.Duration
@@ -282,6 +286,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	})
 	s.netboot.serve(ctx, g)
 	g.Go(func() error { return s.discovery.Run(ctx) })
+	if s.cfg.DiscoveryV3Address != "" {
+		g.Go(func() error {
+			return s.discovery.ServeV3(ctx, discovery.V3Config{Addr: s.cfg.DiscoveryV3Address})
+		})
+	}
 	if s.dir != nil && !s.cfg.NoWatch {
 		quiet := s.cfg.WatchQuiet
 		if quiet == 0 {

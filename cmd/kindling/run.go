@@ -162,6 +162,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	fs.StringVar(&cfg.AssetsPath, "assets-path", "", "assets directory served at /assets/; empty means DATA-PATH/assets when it exists")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 0, "how long to let in-flight downloads finish on SIGTERM (0: 5m)")
 	fs.DurationVar(&cfg.DiscoveryTTL, "discovery-ttl", 0, "how long etcd discovery tokens live (0: 168h)")
+	fs.StringVar(&cfg.DiscoveryV3Address, "discovery-v3-address", "", "serve etcd v3 discovery here for etcd 3.6+ (etcd --discovery-endpoints=http://ADDR --discovery-token=TOKEN); empty: off")
 	var (
 		dhcpMode   = fs.String("dhcp", "", "answer PXE clients' DHCP: proxy (beside an existing DHCP server) or server (hand out addresses); empty: off")
 		dhcpIface  = fs.String("dhcp-interface", "", "interface to serve DHCP on (required with -dhcp)")

@@ -114,6 +114,9 @@ type Service struct {
 
 	stopOnce sync.Once
 	stopped  chan struct{} // closed when Run returns: long polls end
+
+	v3mu sync.Mutex
+	v3   *V3 // the running v3 discovery server, see StartV3
 }
 
 // token is one cluster's registry. Its fields below mu are guarded by mu,
@@ -262,6 +265,7 @@ func (s *Service) NewToken(size int) (string, error) {
 	}
 	s.tokens[id] = t
 	s.log.Info("discovery token created", "token", short(id), "size", size, "expires", t.created.Add(s.ttl).Format(time.RFC3339))
+	s.v3Created(t) // the same token serves etcd's v3 discovery
 	return id, nil
 }
 
@@ -351,6 +355,7 @@ func (s *Service) remove(t *token, why string) {
 		s.log.Warn("discovery token file not removed", "token", short(t.id), "error", err.Error())
 	}
 	s.log.Info("discovery token removed", "token", short(t.id), "reason", why, "registered", len(t.members()), "size", t.size)
+	s.v3Removed(t.id)
 }
 
 // short is a token shortened for logs: tokens are secrets (whoever has
