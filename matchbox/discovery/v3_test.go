@@ -343,3 +343,237 @@ func TestServeV3(t *testing.T) {
 		t.Error("V3 still registered after ServeV3 returned")
 	}
 }
+
+// startV3Etcd starts a member of the etcd at bin that bootstraps through
+// the v3 discovery server at endpoint with token. Cleanup kills it.
+func startV3Etcd(t *testing.T, bin, name, token, endpoint string) *etcdMember {
+	t.Helper()
+	client := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	peer := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	m := &etcdMember{name: name, clientURL: client, out: &syncBuffer{}, exited: make(chan struct{})}
+	m.cmd = exec.Command(bin,
+		"--name", name,
+		"--data-dir", t.TempDir(),
+		"--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+		"--discovery-token", token,
+		"--discovery-endpoints", "http://"+endpoint,
+		"--log-level", "warn",
+	)
+	m.cmd.Env = etcdEnv(t.TempDir())
+	m.cmd.Stdout, m.cmd.Stderr = m.out, m.out
+	if err := m.cmd.Start(); err != nil {
+		t.Fatalf("starting etcd %s: %v", name, err)
+	}
+	go func() {
+		m.err = m.cmd.Wait()
+		close(m.exited)
+	}()
+	t.Cleanup(func() {
+		m.cmd.Process.Kill()
+		<-m.exited
+		switch {
+		case os.Getenv("ETCD_TEST_LOG") != "":
+			t.Logf("etcd %s output:\n%s", name, m.out.String())
+		case t.Failed():
+			t.Logf("etcd %s output (last lines; all with ETCD_TEST_LOG=1):\n%s", name, tail(m.out.String(), 40))
+		}
+	})
+	return m
+}
+
+// waitV3Cluster waits until the members list exactly their names, all
+// started, then checks a put through the first is read linearizably
+// through each.
+func waitV3Cluster(t *testing.T, ctx context.Context, members ...*etcdMember) {
+	t.Helper()
+	var want, endpoints []string
+	for _, m := range members {
+		want = append(want, m.name)
+		endpoints = append(endpoints, m.clientURL)
+	}
+	c := v3Client(t, endpoints...)
+	for {
+		lctx, lcancel := context.WithTimeout(ctx, 2*time.Second)
+		resp, err := c.MemberList(lctx)
+		lcancel()
+		var got []string
+		if err == nil {
+			for _, m := range resp.Members {
+				got = append(got, m.Name) // "" while not started
+			}
+			if sameSet(got, want) {
+				break
+			}
+		}
+		for _, m := range members {
+			select {
+			case <-m.exited:
+				t.Fatalf("etcd %s exited (%v) before the cluster formed", m.name, m.err)
+			default:
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no cluster of %q before the deadline: members %q, err %v", want, got, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := v3Client(t, members[0].clientURL).Put(ctx, "kindling", "discovered"); err != nil {
+		t.Fatalf("put via %s: %v", members[0].name, err)
+	}
+	for _, m := range members {
+		resp, err := v3Client(t, m.clientURL).Get(ctx, "kindling")
+		if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "discovered" {
+			t.Fatalf("get via %s: %v %v, want discovered", m.name, resp, err)
+		}
+	}
+}
+
+// v3Registered returns the member keys registered under token.
+func v3Registered(t *testing.T, ctx context.Context, c *clientv3.Client, token string) []string {
+	t.Helper()
+	resp, err := c.Get(ctx, registryPrefix+token+"/members", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatalf("listing members of %s: %v", token, err)
+	}
+	var keys []string
+	for _, kv := range resp.Kvs {
+		keys = append(keys, string(kv.Key))
+	}
+	return keys
+}
+
+// TestV3FourthMember starts a 4th member with the token of a 3-member
+// cluster formed through v3 discovery. etcd 3.7.3's client (v3discovery
+// checkCluster) ranges the members before registering; finding size
+// members it returns ErrFullCluster ("discovery: cluster is full") without
+// registering, and etcdmain logs "failed to bootstrap; discovery token was
+// already used" and exits 1.
+func TestV3FourthMember(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds etcd " + etcdVersion + " and runs a 4-member bootstrap")
+	}
+	bin := etcdBinary(t)
+	start := time.Now()
+	s, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := startV3(t, s)
+	id, err := s.NewToken(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 55*time.Second)
+	defer cancel()
+
+	var members []*etcdMember
+	for i := range 3 {
+		members = append(members, startV3Etcd(t, bin, fmt.Sprintf("m%d", i), id, v.Addr()))
+	}
+	waitV3Cluster(t, ctx, members...)
+	t.Logf("3-member cluster formed in %v", time.Since(start).Round(time.Millisecond))
+	reg := v3Client(t, "http://"+v.Addr())
+	before := v3Registered(t, ctx, reg, id)
+	if len(before) != 3 {
+		t.Fatalf("registered before the 4th: %q, want 3", before)
+	}
+
+	fourth := time.Now()
+	m := startV3Etcd(t, bin, "m3", id, v.Addr())
+	select {
+	case <-m.exited:
+	case <-ctx.Done():
+		t.Fatalf("4th member still running after %v, want it to exit", time.Since(fourth))
+	}
+	t.Logf("4th member exited after %v: %v", time.Since(fourth).Round(time.Millisecond), m.err)
+	var xerr *exec.ExitError
+	if !errors.As(m.err, &xerr) || xerr.ExitCode() != 1 {
+		t.Errorf("4th member: %v, want exit status 1", m.err)
+	}
+	out := m.out.String()
+	for _, want := range []string{"discovery: cluster is full", "discovery token was already used"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("4th member's output lacks %q:\n%s", want, tail(out, 20))
+		}
+	}
+	if after := v3Registered(t, ctx, reg, id); !sameSet(after, before) {
+		t.Errorf("registered after the 4th: %q, want the first 3 %q", after, before)
+	}
+	// The cluster is untouched.
+	resp, err := v3Client(t, members[0].clientURL).MemberList(ctx)
+	if err != nil || len(resp.Members) != 3 {
+		t.Errorf("member list after the 4th: %v %v, want 3", resp, err)
+	}
+}
+
+// TestV3RestartMidBootstrap restarts the v3 discovery server, from a new
+// Service on the same persisted directory and address, after the first of
+// three members has registered and while it waits for its peers. Its
+// client's watch reconnects, and the cluster forms once the other two
+// register with the restarted server.
+func TestV3RestartMidBootstrap(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds etcd " + etcdVersion + " and runs a 3-member cluster")
+	}
+	bin := etcdBinary(t)
+	start := time.Now()
+	dir := t.TempDir()
+	s1, err := New(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := s1.NewToken(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	v1, err := s1.StartV3(V3Config{Addr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v1.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 55*time.Second)
+	defer cancel()
+
+	m0 := startV3Etcd(t, bin, "m0", id, addr)
+	c1, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://" + addr}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for len(v3Registered(t, ctx, c1, id)) == 0 {
+		select {
+		case <-m0.exited:
+			t.Fatalf("m0 exited (%v) before registering", m0.err)
+		case <-ctx.Done():
+			t.Fatal("m0 not registered before the deadline")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	c1.Close()
+	t.Logf("m0 registered after %v; restarting the discovery server", time.Since(start).Round(time.Millisecond))
+	v1.Close()
+
+	s2, err := New(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := s2.StartV3(V3Config{Addr: addr})
+	if err != nil {
+		t.Fatalf("restarting on %s: %v", addr, err)
+	}
+	t.Cleanup(func() { v2.Close() })
+	t.Logf("discovery server back after %v", time.Since(start).Round(time.Millisecond))
+	reg := v3Client(t, "http://"+addr)
+	if got := v3Registered(t, ctx, reg, id); len(got) != 1 {
+		t.Fatalf("registered after the restart: %q, want m0's", got)
+	}
+
+	m1 := startV3Etcd(t, bin, "m1", id, addr)
+	m2 := startV3Etcd(t, bin, "m2", id, addr)
+	waitV3Cluster(t, ctx, m0, m1, m2)
+	t.Logf("3-member cluster formed %v after the start", time.Since(start).Round(time.Millisecond))
+	if got := v3Registered(t, ctx, reg, id); len(got) != 3 {
+		t.Errorf("registered: %q, want 3", got)
+	}
+}
