@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io/fs"
 	"path"
 	"strconv"
@@ -52,6 +53,7 @@ var (
 	errReadOnly  = &reqError{codeAccess, "read-only server: write requests are refused"}
 	errBadName   = &reqError{codeAccess, "access violation: bad file name"}
 	errNotFound  = &reqError{codeNotFound, "file not found"}
+	errBadMode   = &reqError{codeIllegal, "unsupported transfer mode: use octet"}
 )
 
 // request is a parsed RRQ or WRQ. Options the client did not send, or sent
@@ -107,7 +109,9 @@ func parseRequest(p []byte) (request, error) {
 		// fixed offsets. dnsmasq does the same.
 		r.mode = "netascii"
 	default:
-		return r, &reqError{codeIllegal, "unsupported transfer mode " + strconv.Quote(mode) + ": use octet"}
+		// The packet says nothing of the mode: echoing it would make the
+		// answer to a spoofed request bigger than the request.
+		return r, fmt.Errorf("transfer mode %q: %w", mode, errBadMode)
 	}
 	if r.op == opWRQ {
 		return r, errReadOnly

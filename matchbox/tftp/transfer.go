@@ -61,12 +61,14 @@ type sender struct {
 	in    [1024]byte
 
 	// Adaptive busy-polling; see read.
-	raw     syscall.RawConn
-	pollFn  func(fd uintptr) bool // t.poll, made once
-	maxSpin int32                 // max(1, GOMAXPROCS/2)
-	spin    spinState
-	rtt     time.Duration // smoothed time from a window's last block to its ACK; 0: not measured
-	sentAt  time.Time     // when the last block was sent
+	raw      syscall.RawConn
+	pollFn   func(fd uintptr) bool // t.poll, made once
+	maxSpin  int32                 // max(1, GOMAXPROCS/2)
+	spin     spinState
+	misses   int           // polls in a row that ended parked
+	cooldown int           // reads left without polling
+	rtt      time.Duration // smoothed time from a window's last block to its ACK; 0: not measured
+	sentAt   time.Time     // when the last block was sent
 }
 
 var errShutdown = errors.New("server shutting down")
@@ -135,16 +137,16 @@ func (s *Server) transfer(ctx context.Context, req request, remote, local *net.U
 	t.maxSpin = int32(max(1, runtime.GOMAXPROCS(0)/2))
 	running.Add(1)
 	defer running.Add(-1)
-	perChunk := max(1, chunkTarget/blksize)
+	perChunk := min(max(1, chunkTarget/blksize), int(t.last)) // small files get small buffers
 	t.chunk = getChunk(4 + perChunk*blksize)
 	defer putChunk(t.chunk)
 
 	var acked int64
 	if oack != nil {
-		err = s.negotiate(ctx, t, oack, timeout)
+		err = s.negotiate(t, oack, timeout)
 	}
 	if err == nil {
-		acked, err = s.send(ctx, t, int64(window), timeout)
+		acked, err = s.send(t, int64(window), timeout)
 	}
 	res.bytes = min(acked*int64(blksize), f.size)
 	res.duration = time.Since(start)
@@ -162,7 +164,7 @@ func (s *Server) transfer(ctx context.Context, req request, remote, local *net.U
 
 // negotiate sends the OACK until the client acknowledges it with ACK 0
 // (RFC 2347).
-func (s *Server) negotiate(ctx context.Context, t *sender, oack []byte, timeout time.Duration) error {
+func (s *Server) negotiate(t *sender, oack []byte, timeout time.Duration) error {
 	for try := 0; ; try++ {
 		if try > s.cfg.Retries {
 			return errTimeout
@@ -212,7 +214,7 @@ func (s *Server) negotiate(ctx context.Context, t *sender, oack []byte, timeout 
 // A duplicate or stale ACK is ignored: resending on it is the Sorcerer's
 // Apprentice bug (RFC 1123 section 4.2.3.1). Block numbers are 16-bit and
 // wrap from 65535 to 0, as tftpd-hpa, dnsmasq, iPXE and EDK2 expect.
-func (s *Server) send(ctx context.Context, t *sender, window int64, timeout time.Duration) (int64, error) {
+func (s *Server) send(t *sender, window int64, timeout time.Duration) (int64, error) {
 	var acked int64 // highest block acknowledged; blocks count from 1
 	next := int64(1)
 	retries := 0
@@ -304,10 +306,15 @@ func (t *sender) sendBlock(k int64) error {
 // spinRTT, the server polls the socket for up to spinMax before parking.
 // Slower clients (real networks) never trigger it, and it happens only
 // while at most half the CPUs' worth of transfers run (one on a 2-CPU
-// machine): in a boot storm the CPUs serve other transfers instead.
+// machine): in a boot storm the CPUs serve other transfers instead. When
+// polling does not pay (spinMisses polls in a row end parked: typically the
+// client needs the very CPU the poller holds), the transfer stops polling
+// for spinCooldown reads, then tries again.
 const (
-	spinRTT = 100 * time.Microsecond
-	spinMax = 100 * time.Microsecond
+	spinRTT      = 100 * time.Microsecond
+	spinMax      = 100 * time.Microsecond
+	spinMisses   = 3
+	spinCooldown = 1024
 )
 
 var (
@@ -321,14 +328,23 @@ func (t *sender) read() (int, error) {
 	if t.raw == nil || t.rtt == 0 || t.rtt > spinRTT || running.Load() > t.maxSpin {
 		return t.conn.Read(t.in[:])
 	}
+	if t.cooldown > 0 {
+		t.cooldown--
+		return t.conn.Read(t.in[:])
+	}
 	if spinning.Add(1) > t.maxSpin {
 		spinning.Add(-1)
 		return t.conn.Read(t.in[:])
 	}
 	t.spin = spinState{budget: min(spinMax, 2*t.rtt+10*time.Microsecond), start: time.Now()}
 	err := t.raw.Read(t.pollFn)
-	if !t.spin.parked {
+	if t.spin.parked {
+		if t.misses++; t.misses >= spinMisses {
+			t.misses, t.cooldown = 0, spinCooldown
+		}
+	} else {
 		spinning.Add(-1)
+		t.misses = 0
 	}
 	if err != nil {
 		return 0, err
