@@ -7,8 +7,8 @@
 // UEFI firmware asks for: EDK2/OVMF requests windowsize 4). Each transfer
 // runs on its own ephemeral UDP socket (its TID, RFC 1350 section 4) in its
 // own goroutine; files are read block by block with ReadAt from an
-// assets.Root, so nothing outside the root is ever readable and no file is
-// held in memory.
+// assets.Root, so no requested name reaches outside the root and no file
+// is held in memory.
 //
 // The server is written here rather than taken from pin/tftp because
 // pin/tftp v3 has no windowsize; pin/tftp is the client in the tests.
@@ -34,9 +34,11 @@ import (
 // is answered "file not found"), with a 1 s retransmit timeout and 5
 // retries.
 type Config struct {
-	// Root is the tree files are served from (opened through os.Root: no
-	// "..", no symlinks out, regular files only); nil means only Virtual
-	// files.
+	// Root is the tree files are served from: regular files only, and no
+	// requested name can climb out of it (this package refuses ".."; the
+	// Root opens through os.Root). Symlinks pointing out are refused by a
+	// Root from assets.Open and followed by one from
+	// assets.OpenFollowingLinks. nil means only Virtual files.
 	Root *assets.Root
 	// Virtual, when set, is asked first for every requested name (cleaned:
 	// relative, slash-separated, e.g. "boot.ipxe"); it returns the file's
