@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -32,15 +33,23 @@ func needEtcd(t *testing.T) {
 	}
 }
 
-// freePort is a TCP port on 127.0.0.1 that was free a moment ago.
+// freePort returns a loopback TCP port that is free now, chosen below the
+// kernel's ephemeral range (32768 and up by default): a port from the
+// ephemeral range can be taken by any outgoing connection between this
+// check and the bind by etcd, which made the tests flaky.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for i := 0; i < 200; i++ {
+		port := 20000 + rand.IntN(12000)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return port
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port in 20000-31999")
+	return 0
 }
 
 // etcdEnv is a clean environment: no ETCD_* settings, no proxies.
