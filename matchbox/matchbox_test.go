@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	tftpclient "github.com/pin/tftp/v3"
+
 	"github.com/kindlingboot/kindling/matchbox/catalog"
 )
 
@@ -249,4 +251,40 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestBootIPXEOverTFTP: boot.ipxe read over TFTP chains to an absolute
+// HTTP URL the machine can reach — never 0.0.0.0 when -address listens
+// on every address.
+func TestBootIPXEOverTFTP(t *testing.T) {
+	dir := dataDir(t)
+	os.MkdirAll(filepath.Join(dir, "ipxe-root"), 0o755)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tftpAddr := pc.LocalAddr().String()
+	pc.Close()
+	start(t, Config{DataPath: dir, Address: "0.0.0.0:8080", TFTPAddress: tftpAddr, TFTPRoot: filepath.Join(dir, "ipxe-root")})
+	var body string
+	eventually(t, "boot.ipxe over TFTP", func() bool {
+		c, err := tftpclient.NewClient(tftpAddr)
+		if err != nil {
+			return false
+		}
+		c.SetTimeout(time.Second)
+		wt, err := c.Receive("boot.ipxe", "octet")
+		if err != nil {
+			return false
+		}
+		var b bytes.Buffer
+		if _, err := wt.WriteTo(&b); err != nil {
+			return false
+		}
+		body = b.String()
+		return true
+	})
+	if !strings.Contains(body, "chain http://127.0.0.1:8080/ipxe?uuid=${uuid}") {
+		t.Errorf("boot.ipxe over TFTP = %q, want a chain to http://127.0.0.1:8080/ipxe", body)
+	}
 }

@@ -75,7 +75,7 @@ func (s *Server) newNetboot() (*netboot, error) {
 				}
 				// Over TFTP the chain URL must be absolute: a relative one
 				// would resolve to tftp://, which cannot run /ipxe.
-				return []byte(web.BootIPXEFor("http://" + s.httpHost() + "/")), true
+				return []byte(web.BootIPXEFor("http://" + s.httpHost(remote) + "/")), true
 			},
 		}
 		if nb.dhcp != nil {
@@ -144,19 +144,28 @@ func httpPort(addr string) int {
 	return n
 }
 
-// httpHost is host:port at which machines reach the HTTP server: -address,
-// or, when that listens on every address, the DHCP server's address.
-func (s *Server) httpHost() string {
+// httpHost is host:port at which a machine at remote reaches the HTTP
+// server: -address, or, when that listens on every address, the DHCP
+// server's address, else the local address the kernel routes to remote by
+// (connecting a UDP socket sends nothing; it only picks the route).
+func (s *Server) httpHost(remote net.Addr) string {
 	host, port, err := net.SplitHostPort(s.cfg.Address)
 	if err != nil {
 		host, port = "", "8080"
 	}
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = ""
 		if d := s.cfg.DHCP; d != nil {
 			if d.ServerIP != nil {
 				host = d.ServerIP.String()
 			} else if ip := ifaceIPv4(d.Interface); ip != nil {
 				host = ip.String()
+			}
+		}
+		if ua, ok := remote.(*net.UDPAddr); host == "" && ok {
+			if c, err := net.DialUDP("udp", nil, ua); err == nil {
+				host = c.LocalAddr().(*net.UDPAddr).IP.String()
+				c.Close()
 			}
 		}
 	}
