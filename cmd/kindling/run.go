@@ -81,6 +81,14 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 		return butane(rest, getenv, stdin, stdout, stderr)
 	case "discovery":
 		return discoveryCmd(ctx, rest, getenv, stdout, stderr)
+	case "group", "profile", "ignition", "generic":
+		return apiCmd(ctx, cmd, rest, getenv, stdin, stdout, stderr)
+	case "certs":
+		return certsCmd(rest, getenv, stdout, stderr)
+	case "initramfs":
+		return initramfsCmd(ctx, rest, getenv, stdout, stderr)
+	case "lab":
+		return labCmd(ctx, rest, getenv, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "kindling %s\n", Version)
 		return nil
