@@ -98,6 +98,7 @@ type Server struct {
 	log       *slog.Logger
 	handler   http.Handler
 	events    *events.Log
+	reports   *events.Reports
 	discovery *discovery.Service
 	netboot   *netboot
 	// loadedPrint is the data directory's fingerprint taken just before
@@ -108,7 +109,7 @@ type Server struct {
 // New loads and validates the catalog; a data directory with any problem
 // is an error listing every problem (a *catalog.LoadError).
 func New(cfg Config) (*Server, error) {
-	s := &Server{cfg: cfg, metrics: web.NewMetrics(), log: cfg.Logger, events: events.NewLog(0, 0)}
+	s := &Server{cfg: cfg, metrics: web.NewMetrics(), log: cfg.Logger, events: events.NewLog(0, 0), reports: events.NewReports(0)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -170,6 +171,7 @@ func New(cfg Config) (*Server, error) {
 		Logger:  s.log,
 		Metrics: s.metrics,
 		Events:  s.events,
+		Reports: s.reports,
 		MACFor:  s.netboot.macFor,
 		IPXE:    s.netboot.ipxeRoot(),
 		// Discovery is on the machine plane: etcd members reach it
@@ -351,3 +353,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	return s.Serve(ctx)
 }
+
+// Events returns the server's boot events (for the control plane).
+func (s *Server) Events() *events.Log { return s.events }
+
+// Reports returns the agents' latest reports (for the control plane).
+func (s *Server) Reports() *events.Reports { return s.reports }

@@ -23,6 +23,8 @@ type Metrics struct {
 	CatalogHealthy prometheus.Gauge
 	// CatalogGroups is the number of groups in the serving catalog.
 	CatalogGroups prometheus.Gauge
+	// AgentReports counts agent reports by result and failing stage.
+	AgentReports *prometheus.CounterVec
 	// CatalogLoadSeconds is how long the serving catalog took to build.
 	CatalogLoadSeconds prometheus.Gauge
 }
@@ -53,12 +55,15 @@ func NewMetrics() *Metrics {
 		CatalogGroups: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kindling_catalog_groups", Help: "Groups in the serving catalog.",
 		}),
+		AgentReports: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kindling_agent_reports_total", Help: "Provisioning reports received from agents, by result and failing stage.",
+		}, []string{"result", "stage"}),
 		CatalogLoadSeconds: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "kindling_catalog_load_seconds", Help: "Time taken to load and validate the serving catalog.",
 		}),
 	}
 	m.Registry.MustRegister(m.Requests, m.Selections, m.RenderSeconds, m.CacheHits,
-		m.CatalogReloads, m.CatalogHealthy, m.CatalogGroups, m.CatalogLoadSeconds,
+		m.CatalogReloads, m.CatalogHealthy, m.CatalogGroups, m.CatalogLoadSeconds, m.AgentReports,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{"success", "failure"} {
 		m.CatalogReloads.WithLabelValues(r)

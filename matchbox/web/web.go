@@ -64,6 +64,9 @@ type Config struct {
 	// Events, when set, records each machine's HTTP boot steps and is
 	// served at /events; nil disables both.
 	Events *events.Log
+	// Reports, when set, stores agent reports (POST /report) and serves
+	// them (GET /report); nil makes both 404.
+	Reports *events.Reports
 	// MACFor names the machine behind an IP address (the DHCP side's
 	// leases), for requests that carry no mac label such as /boot.ipxe;
 	// nil or "" means unknown.
@@ -113,7 +116,7 @@ func NewHandler(cfg Config) http.Handler {
 	r := chi.NewRouter()
 	r.MethodNotAllowed(s.count("other", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", "GET, HEAD")
-		text(w, http.StatusMethodNotAllowed, "405 method not allowed: the machine plane is read-only (GET, HEAD)\n")
+		text(w, http.StatusMethodNotAllowed, "405 method not allowed: the machine plane is read-only (GET, HEAD; POST only for /report)\n")
 	}))
 	get := func(pattern, endpoint string, h http.HandlerFunc) {
 		wrapped := s.count(endpoint, h)
@@ -133,6 +136,8 @@ func NewHandler(cfg Config) http.Handler {
 	get("/assets/*", "assets", s.asset)
 	get("/healthz", "healthz", s.healthz)
 	get("/events", "events", s.events)
+	get("/report", "report", s.getReport)
+	r.Method(http.MethodPost, "/report", s.count("report", s.postReport))
 	if cfg.Discovery != nil {
 		r.Handle("/discovery/*", s.count("discovery", cfg.Discovery.ServeHTTP))
 	}
