@@ -13,12 +13,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kindlingboot/kindling/assets"
+	"github.com/kindlingboot/kindling/matchbox/api"
 	"github.com/kindlingboot/kindling/matchbox/catalog"
 	"github.com/kindlingboot/kindling/matchbox/dhcp"
 	"github.com/kindlingboot/kindling/matchbox/discovery"
@@ -77,6 +79,25 @@ type Config struct {
 	// WatchQuiet is how long the data directory must be still before a
 	// change is reloaded; 0 means 250ms.
 	WatchQuiet time.Duration
+	// RPCAddress, when set, serves the control plane there (see package
+	// api): matchbox's gRPC services and the JSON API under /api/v1/, over
+	// TLS. Writes need DataPath. With it, references to a missing profile
+	// or config are warnings when loading (catalog.Options.AllowDangling).
+	RPCAddress string
+	// RPCListener, when set, is used instead of listening on RPCAddress
+	// (and turns the control plane on).
+	RPCListener net.Listener
+	// CertFile and KeyFile are the control plane's TLS certificate and key
+	// (PEM); required with RPCAddress.
+	CertFile, KeyFile string
+	// CAFile is the CA bundle (PEM) that signs client certificates.
+	CAFile string
+	// APITokenFile, when set, holds a bearer token that authenticates
+	// control-plane clients without a certificate.
+	APITokenFile string
+	// RPCReady, when set, is called with the control plane's address once
+	// it accepts connections.
+	RPCReady func(net.Addr)
 }
 
 // state is one immutable view of what the server is serving.
@@ -101,6 +122,15 @@ type Server struct {
 	reports   *events.Reports
 	discovery *discovery.Service
 	netboot   *netboot
+	api       *api.Server
+	// writeMu serialises control-plane writes and reloads, so a reload
+	// never swaps in a catalog older than a write that returned.
+	writeMu sync.Mutex
+	// stamp is the data directory's store.Dir.Stamp as the serving catalog
+	// knows it (taken before each load, kept current by Update), so the
+	// watcher does not reload after the control plane's own writes.
+	// Guarded by writeMu.
+	stamp uint64
 	// loadedPrint is the data directory's fingerprint taken just before
 	// the first load, to catch changes made before the watch began.
 	loadedPrint uint64
@@ -121,6 +151,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.dir, s.src = d, d.FS()
 		s.loadedPrint = d.Fingerprint()
+		s.stamp = d.Stamp()
 	case cfg.Data != nil:
 		s.src = cfg.Data
 	default:
@@ -150,6 +181,15 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.cfg.Catalog.Discovery = s.discovery.Named
+	controlPlane := cfg.RPCAddress != "" || cfg.RPCListener != nil
+	if controlPlane {
+		s.cfg.Catalog.AllowDangling = true
+		if s.dir != nil {
+			if err := s.dir.RemoveTemps(); err != nil {
+				s.log.Warn("data directory: could not remove temporary files left by a crash", "error", err.Error())
+			}
+		}
+	}
 	start := time.Now()
 	cat, err := catalog.Load(s.src, s.cfg.Catalog)
 	if err != nil {
@@ -178,7 +218,65 @@ func New(cfg Config) (*Server, error) {
 		// without credentials, as they reach discovery.etcd.io.
 		Discovery: s.discovery.Handler(),
 	})
+	if controlPlane {
+		s.api, err = api.New(api.Config{
+			Address:   cfg.RPCAddress,
+			Listener:  cfg.RPCListener,
+			CertFile:  cfg.CertFile,
+			KeyFile:   cfg.KeyFile,
+			CAFile:    cfg.CAFile,
+			TokenFile: cfg.APITokenFile,
+			Catalog:   s.Catalog,
+			Update:    s.Update,
+			Events:    s.events,
+			Reports:   s.reports,
+			Logger:    s.log,
+			Ready:     cfg.RPCReady,
+		})
+		if err != nil {
+			s.closeAssets()
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// Update makes one control-plane change: edit computes it from the
+// serving catalog, catalog.Apply validates it as a load would, the data
+// directory gets it atomically, and the new catalog is served before
+// Update returns, so the next machine request sees it. Writes and reloads
+// are serialised. An error from edit is returned as is, with nothing
+// written; without a data directory every write is store.ErrReadOnly.
+func (s *Server) Update(edit func(*catalog.Catalog) (catalog.Change, error)) (*catalog.Catalog, error) {
+	if s.dir == nil {
+		return nil, store.ErrReadOnly
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	old := s.state.Load()
+	ch, err := edit(old.cat)
+	if err != nil {
+		return nil, err
+	}
+	next, err := old.cat.Apply(ch)
+	if err != nil {
+		return nil, err
+	}
+	before := s.dir.FileStamp(ch.File)
+	if ch.Data == nil {
+		err = s.dir.Remove(ch.File)
+	} else {
+		err = s.dir.WriteFile(ch.File, ch.Data)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.stamp += s.dir.FileStamp(ch.File) - before
+	s.logWarnings(next)
+	s.state.Store(&state{cat: next, loadedAt: time.Now(), err: old.err, failedAt: old.failedAt})
+	g, _, _ := next.Counts()
+	s.metrics.CatalogGroups.Set(float64(g))
+	return next, nil
 }
 
 // Handler is the machine-plane HTTP handler (for tests and embedding).
@@ -220,6 +318,11 @@ func (s *Server) health() web.Health {
 // serving catalog stays, and the failure is logged, counted and shown by
 // /healthz until a reload succeeds.
 func (s *Server) Reload() error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.dir != nil {
+		s.stamp = s.dir.Stamp() // before loading: a change while loading shows later
+	}
 	start := time.Now()
 	cat, err := catalog.Load(s.src, s.cfg.Catalog)
 	old := s.state.Load()
@@ -286,6 +389,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		return nil
 	})
+	if s.api != nil {
+		g.Go(func() error { return s.api.Serve(ctx) })
+	}
 	s.netboot.serve(ctx, g)
 	g.Go(func() error { return s.discovery.Run(ctx) })
 	if s.cfg.DiscoveryV3Address != "" {
@@ -300,6 +406,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		g.Go(func() error {
 			reload := func() {
+				if s.ownChanges() {
+					return
+				}
 				s.log.Info("data directory changed; reloading", "path", s.dir.Path())
 				_ = s.Reload()
 			}
@@ -329,6 +438,16 @@ func (s *Server) Serve(ctx context.Context) error {
 		})
 	}
 	return g.Wait()
+}
+
+// ownChanges reports whether the data directory holds exactly what the
+// serving catalog was loaded or written from: the changes the watcher saw
+// were the control plane's own writes, and a reload would rebuild the
+// same catalog.
+func (s *Server) ownChanges() bool {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	return s.dir.Stamp() == s.stamp
 }
 
 func (s *Server) source() string {

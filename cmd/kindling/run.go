@@ -49,6 +49,16 @@ Usage:
                                          transpile Butane YAML to Ignition JSON
   kindling discovery new [-size 3] [-server URL]
                                          create an etcd discovery URL (etcd --discovery)
+  kindling group|profile|ignition|generic list|get|put|delete [-endpoint HOST:PORT] [-o json]
+                                         read and change a running server's data (-f FILE for put)
+  kindling select -endpoint HOST:PORT key=value…
+                                         ask a running server which group and profile a machine gets
+  kindling certs init DIR -server-name NAME[,…] -ip IP[,…] [-days N] [-force]
+                                         make a CA, server and client certificate for -rpc-address
+  kindling initramfs build -o FILE [-ignite PATH] [-kernel-version V]
+                                         build the agent's initramfs (ignite as /init)
+  kindling lab up|status|down [-n 3] [-uefi]
+                                         boot QEMU VMs that PXE-boot from a local server
   kindling version                       print the version
 
 Every flag can also be set as KINDLING_<FLAG> in the environment
@@ -74,7 +84,7 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 	case "serve":
 		return serve(ctx, rest, getenv, stderr)
 	case "select":
-		return selectCmd(rest, getenv, stdout, stderr)
+		return selectCmd(ctx, rest, getenv, stdout, stderr)
 	case "validate":
 		return validate(rest, getenv, stdout, stderr)
 	case "butane":
@@ -184,6 +194,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		tftpAddr   = fs.String("tftp-address", "", "TFTP listen address (default :69 when -dhcp is set; empty and no -dhcp: off)")
 	)
 	fs.StringVar(&cfg.TFTPRoot, "tftp-root", "", "directory served over TFTP (default: the first of ASSETS/ipxe and /usr/lib/ipxe that exists)")
+	fs.StringVar(&cfg.RPCAddress, "rpc-address", "", "control-plane listen address, HOST:PORT: matchbox's gRPC API and the JSON API under /api/v1/, over TLS; empty: off")
+	fs.StringVar(&cfg.CertFile, "cert-file", "", "control plane: server certificate, PEM (kindling certs init makes one)")
+	fs.StringVar(&cfg.KeyFile, "key-file", "", "control plane: server key, PEM")
+	fs.StringVar(&cfg.CAFile, "ca-file", "", "control plane: CA bundle, PEM; clients must present a certificate it signed")
+	fs.StringVar(&cfg.APITokenFile, "api-token-file", "", "control plane: file holding a bearer token that authenticates clients without a certificate (Authorization: Bearer TOKEN)")
 	if err := parse(fs, args, getenv); err != nil {
 		return err
 	}

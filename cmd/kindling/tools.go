@@ -39,18 +39,21 @@ func loadCatalog(dir string, strict bool) (*catalog.Catalog, error) {
 	return catalog.Load(src, catalog.Options{ButaneStrict: strict})
 }
 
-func selectCmd(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func selectCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("select", stderr)
 	dataPath := fs.String("data-path", "", "data directory; empty uses the embedded example")
+	af := addAPIFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: kindling select [-data-path DIR] key=value…  (e.g. mac=52:54:00:a1:9c:ae uuid=…)")
+		fmt.Fprintln(stderr, "       kindling select -endpoint HOST:PORT [-o json] key=value…  (ask a running server)")
 		fs.PrintDefaults()
 	}
-	if err := parse(fs, args, getenv); err != nil {
+	pos, err := parseInterspersed(fs, args, getenv)
+	if err != nil {
 		return err
 	}
 	q := url.Values{}
-	for _, a := range fs.Args() {
+	for _, a := range pos {
 		k, v, ok := strings.Cut(a, "=")
 		if !ok || k == "" {
 			return usageError{fmt.Sprintf("label %q: want key=value, e.g. mac=52:54:00:a1:9c:ae", a)}
@@ -60,6 +63,17 @@ func selectCmd(args []string, getenv func(string) string, stdout, stderr io.Writ
 	labels, err := groups.FromQuery(q)
 	if err != nil {
 		return err
+	}
+	if af.endpoint != "" {
+		if *dataPath != "" {
+			return usageError{"select: give -endpoint (ask a server) or -data-path (read a directory here), not both"}
+		}
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		return selectRemote(ctx, af, getenv, labels, stdout)
+	}
+	if af.output != "table" {
+		return usageError{fmt.Sprintf("select: -o %s needs -endpoint; the local explanation is text", af.output)}
 	}
 	c, err := loadCatalog(*dataPath, false)
 	if err != nil {

@@ -42,11 +42,18 @@ type Options struct {
 	// {{ discovery "NAME" SIZE }}; nil makes it yield a placeholder path
 	// (kindling validate and select have no discovery service).
 	Discovery func(name string, size int) (token string, err error)
+	// AllowDangling makes a reference to something that does not exist — a
+	// group's profile, a profile's ignition_id, generic_id or template — a
+	// warning instead of a problem; machines get 404 for what is missing,
+	// never another group. The control plane sets it: its clients write a
+	// profile before its configs, and delete a profile before writing it
+	// again, as matchbox's clients always have.
+	AllowDangling bool
 }
 
 // Catalog is an immutable, validated snapshot of a data directory.
 type Catalog struct {
-	index     *groups.Index
+	index     groupIndex
 	groups    map[string]*groups.Group
 	profiles  map[string]*Profile
 	ignition  map[string]*ignitionFile
@@ -57,6 +64,18 @@ type Catalog struct {
 	renders   chan struct{}          // bounds concurrent cache-miss renders
 	reserved  map[string]Reservation // by MAC, from group metadata
 	checking  bool                   // set while Load's check renders: no side effects
+	// sources holds each config file's bytes by data-directory path
+	// (ignition/NAME, generic/NAME, templates/NAME), as written.
+	sources map[string][]byte
+	// fileOf and idOf record the groups and profiles whose file is not
+	// ID.json ("groups/ID" → "groups/FILE.json" and back), so a write of
+	// ID replaces the file that holds it. Usually empty.
+	fileOf map[string]string
+	idOf   map[string]string
+	// reservers lists the groups with metadata "ip" in ID order, once
+	// Apply has needed it (reserversKnown).
+	reservers      []*groups.Group
+	reserversKnown bool
 	// Warnings lists what was skipped while loading (not errors).
 	Warnings []Problem
 }
@@ -69,12 +88,18 @@ type Profile struct {
 	args   []*text
 	// uses says, per kind, whether the templates behind it read .request.
 	uses [kinds]requestUse
+	// missing marks the stand-in for a profile a group names that does not
+	// exist (Options.AllowDangling): it renders nothing.
+	missing bool
 }
 
 // text is a string that may be a template; a nil t means a literal.
 type text struct {
 	lit string
 	t   *template.Template
+	// bound: t calls a function bound to its catalog (members,
+	// discovery), so a derived catalog needs its own copy (Apply).
+	bound bool
 }
 
 func (x *text) render(vars map[string]any) (string, error) {
@@ -89,6 +114,7 @@ type ignitionFile struct {
 	name   string
 	static []byte // raw Ignition, or Butane without template actions, validated
 	tmpl   *template.Template
+	bound  bool // as text.bound
 }
 
 // Problem is one thing wrong with one file of the data directory.
@@ -167,6 +193,9 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 		templates: make(map[string]*template.Template),
 		opts:      opts,
 		renders:   make(chan struct{}, runtime.GOMAXPROCS(0)),
+		sources:   make(map[string][]byte),
+		fileOf:    make(map[string]string),
+		idOf:      make(map[string]string),
 	}
 	l.cat = c
 	for _, name := range l.files("profiles") {
@@ -186,6 +215,7 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 		}
 		if p.ID+".json" != name {
 			l.warn(file, "profile id %q differs from its file name; the API finds it as %s.json", p.ID, p.ID)
+			c.rename("profiles", p.ID, name)
 		}
 		c.profiles[p.ID] = p
 	}
@@ -197,13 +227,13 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 			continue
 		}
 		var g groups.Group
-		if err := decodeJSON(l.fsys, file, &g, "id, name, profile, selector, metadata"); err != nil {
+		if err := decodeJSON(l.fsys, file, &g, groupFields); err != nil {
 			l.problems = append(l.problems, Problem{file, err})
 			continue
 		}
 		if err := g.Normalize(); err != nil {
 			l.problems = append(l.problems, Problem{file, err})
-			if _, ok := c.profiles[g.Profile]; g.Profile != "" && !ok {
+			if _, ok := c.profiles[g.Profile]; g.Profile != "" && !ok && !opts.AllowDangling {
 				l.fail(file, "field \"profile\": no profile %q (profiles: %s)", g.Profile, keys(c.profiles))
 			}
 			continue
@@ -213,11 +243,15 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 			continue
 		}
 		if _, ok := c.profiles[g.Profile]; !ok {
-			l.fail(file, "field \"profile\": no profile %q (profiles: %s)", g.Profile, keys(c.profiles))
-			continue
+			if !opts.AllowDangling {
+				l.fail(file, "field \"profile\": no profile %q (profiles: %s)", g.Profile, keys(c.profiles))
+				continue
+			}
+			l.warn(file, "field \"profile\": no profile %q yet: machines this group matches get 404 until it exists", g.Profile)
 		}
 		if g.ID+".json" != name {
 			l.warn(file, "group id %q differs from its file name; the API finds it as %s.json", g.ID, g.ID)
+			c.rename("groups", g.ID, name)
 		}
 		c.groups[g.ID] = &g
 		gs = append(gs, &g)
@@ -235,6 +269,7 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 			continue
 		}
 		c.ignition[name] = f
+		c.sources[file] = src
 	}
 	for dir, into := range map[string]map[string]*template.Template{"generic": c.generic, "templates": c.templates} {
 		for _, name := range l.files(dir) {
@@ -250,40 +285,14 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 				continue
 			}
 			into[name] = t
+			c.sources[file] = src
 		}
 	}
 	// Cross references, in file order so the report is stable.
 	for _, id := range sortedKeys(c.profiles) {
-		p := c.profiles[id]
-		file := "profiles/" + id + ".json"
-		refs := []struct {
-			field, name, dir string
-			ok               bool
-		}{
-			{"ignition_id", p.IgnitionID, "ignition", c.ignition[p.IgnitionID] != nil},
-			{"generic_id", p.GenericID, "generic", c.generic[p.GenericID] != nil},
-			{"ipxe_template", p.IPXETemplate, "templates", c.templates[p.IPXETemplate] != nil},
-			{"grub_template", p.GRUBTemplate, "templates", c.templates[p.GRUBTemplate] != nil},
+		for _, r := range c.link(c.profiles[id]) {
+			l.dangling("profiles/"+id+".json", r)
 		}
-		for _, r := range refs {
-			if r.name != "" && !r.ok {
-				l.fail(file, "field %q: %s/%s does not exist or did not load", r.field, r.dir, r.name)
-			}
-		}
-		var boot []*template.Template
-		if p.Boot != nil {
-			for _, x := range append(append([]*text{p.kernel}, p.initrd...), p.args...) {
-				boot = append(boot, x.t)
-			}
-		}
-		p.uses[IPXE] = usesOf(append(boot, c.templates[p.IPXETemplate])...)
-		p.uses[GRUB] = usesOf(append(boot, c.templates[p.GRUBTemplate])...)
-		if f := c.ignition[p.IgnitionID]; f != nil {
-			p.uses[Ignition] = usesOf(f.tmpl)
-		}
-		p.uses[Generic] = usesOf(c.generic[p.GenericID])
-		p.uses[MetadataEnv] = requestUse{request: true, host: true}
-		p.uses[MetadataJSON] = requestUse{request: true, host: true}
 	}
 	c.reserved = l.reservations(gs)
 	if len(gs) == 0 && len(l.problems) == 0 {
@@ -314,8 +323,23 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 }
 
 func (l *loader) profile(file string) (*Profile, error) {
+	src, err := fs.ReadFile(l.fsys, file)
+	if err != nil {
+		return nil, fmt.Errorf("reading: %w", err)
+	}
+	return l.cat.profile(src)
+}
+
+// profileFields lists the fields of a profile file, for messages.
+const profileFields = "id, name, boot, ignition_id, generic_id, cloud_id, ipxe_template, grub_template"
+
+// groupFields lists the fields of a group file, for messages.
+const groupFields = "id, name, profile, selector, metadata"
+
+// profile decodes, validates and compiles a profile file's content.
+func (c *Catalog) profile(src []byte) (*Profile, error) {
 	var p Profile
-	if err := decodeJSON(l.fsys, file, &p.Profile, "id, name, boot, ignition_id, generic_id, cloud_id, ipxe_template, grub_template"); err != nil {
+	if err := decodeBytes(src, &p.Profile, profileFields); err != nil {
 		return nil, err
 	}
 	if err := p.Validate(); err != nil {
@@ -323,18 +347,18 @@ func (l *loader) profile(file string) (*Profile, error) {
 	}
 	if b := p.Boot; b != nil {
 		var err error
-		if p.kernel, err = l.cat.compile("boot.kernel", b.Kernel); err != nil {
+		if p.kernel, err = c.compile("boot.kernel", b.Kernel); err != nil {
 			return nil, err
 		}
 		for i, s := range b.Initrd {
-			t, err := l.cat.compile(fmt.Sprintf("boot.initrd[%d]", i), s)
+			t, err := c.compile(fmt.Sprintf("boot.initrd[%d]", i), s)
 			if err != nil {
 				return nil, err
 			}
 			p.initrd = append(p.initrd, t)
 		}
 		for i, s := range b.Args {
-			t, err := l.cat.compile(fmt.Sprintf("boot.args[%d]", i), s)
+			t, err := c.compile(fmt.Sprintf("boot.args[%d]", i), s)
 			if err != nil {
 				return nil, err
 			}
@@ -342,6 +366,61 @@ func (l *loader) profile(file string) (*Profile, error) {
 		}
 	}
 	return &p, nil
+}
+
+// ref is a file a profile names: field names it as file.
+type ref struct{ field, file string }
+
+// link works out what p's templates read of the request (p.uses) and
+// returns the files p names that the catalog lacks.
+func (c *Catalog) link(p *Profile) []ref {
+	var missing []ref
+	refs := []struct {
+		field, name, dir string
+		ok               bool
+	}{
+		{"ignition_id", p.IgnitionID, "ignition", c.ignition[p.IgnitionID] != nil},
+		{"generic_id", p.GenericID, "generic", c.generic[p.GenericID] != nil},
+		{"ipxe_template", p.IPXETemplate, "templates", c.templates[p.IPXETemplate] != nil},
+		{"grub_template", p.GRUBTemplate, "templates", c.templates[p.GRUBTemplate] != nil},
+	}
+	for _, r := range refs {
+		if r.name != "" && !r.ok {
+			missing = append(missing, ref{r.field, r.dir + "/" + r.name})
+		}
+	}
+	var boot []*template.Template
+	if p.Boot != nil {
+		for _, x := range append(append([]*text{p.kernel}, p.initrd...), p.args...) {
+			boot = append(boot, x.t)
+		}
+	}
+	p.uses = [kinds]requestUse{}
+	p.uses[IPXE] = usesOf(append(boot, c.templates[p.IPXETemplate])...)
+	p.uses[GRUB] = usesOf(append(boot, c.templates[p.GRUBTemplate])...)
+	if f := c.ignition[p.IgnitionID]; f != nil {
+		p.uses[Ignition] = usesOf(f.tmpl)
+	}
+	p.uses[Generic] = usesOf(c.generic[p.GenericID])
+	p.uses[MetadataEnv] = requestUse{request: true, host: true}
+	p.uses[MetadataJSON] = requestUse{request: true, host: true}
+	return missing
+}
+
+// dangling reports a reference to a missing file: a problem, or with
+// Options.AllowDangling a warning.
+func (l *loader) dangling(file string, r ref) {
+	if l.cat.opts.AllowDangling {
+		l.warn(file, "field %q: %s does not exist yet: machines get 404 for it until it is written", r.field, r.file)
+		return
+	}
+	l.fail(file, "field %q: %s does not exist or did not load", r.field, r.file)
+}
+
+// rename records that kind/id lives in file name (not id.json).
+func (c *Catalog) rename(kind, id, name string) {
+	c.fileOf[kind+"/"+id] = kind + "/" + name
+	c.idOf[kind+"/"+name] = id
 }
 
 // newTemplate parses a machine-plane template with the catalog's cluster
@@ -358,7 +437,7 @@ func (c *Catalog) compile(field, s string) (*text, error) {
 	if err != nil {
 		return nil, fmt.Errorf("field %q: template %q does not parse: %w", field, s, err)
 	}
-	return &text{t: t}, nil
+	return &text{t: t, bound: callsAny(catalogFuncs, t)}, nil
 }
 
 func (c *Catalog) loadIgnition(name string, src []byte, opts Options) (*ignitionFile, error) {
@@ -383,7 +462,7 @@ func (c *Catalog) loadIgnition(name string, src []byte, opts Options) (*ignition
 	if err != nil {
 		return nil, fmt.Errorf("butane template does not parse: %w", err)
 	}
-	f.tmpl = t
+	f.tmpl, f.bound = t, callsAny(catalogFuncs, t)
 	return f, nil
 }
 
@@ -395,6 +474,11 @@ func decodeJSON(fsys fs.FS, file string, v any, valid string) error {
 	if err != nil {
 		return fmt.Errorf("reading: %w", err)
 	}
+	return decodeBytes(src, v, valid)
+}
+
+// decodeBytes is decodeJSON of a file's content.
+func decodeBytes(src []byte, v any, valid string) error {
 	dec := json.NewDecoder(bytes.NewReader(src))
 	dec.DisallowUnknownFields()
 	dec.UseNumber()

@@ -20,32 +20,67 @@ import (
 // label the group does not select on) is only a warning: real machines may
 // send it. Any other failure is a problem.
 func (c *Catalog) check(all bool) (problems, warnings []Problem) {
-	tried := make(map[string]bool)
-	for _, g := range c.index.Groups() {
-		p := c.profiles[g.Profile]
-		l := make(groups.Labels, len(g.Selector))
-		q := url.Values{}
-		for k, vs := range g.Selector {
-			l[k] = vs[0]
-			q.Set(k, vs[0])
+	return c.checkGroups(c.index.Groups(), all, nil)
+}
+
+// checkGroups is check of the groups gs (in ID order) restricted to the
+// templates want accepts (nil: all). A template is known by the profile
+// and kind rendering it, so with all false, where only the first group of
+// each template is tried, a profile's later groups are skipped at once:
+// checking some templates of thousands of groups costs one render each.
+func (c *Catalog) checkGroups(gs []*groups.Group, all bool, want func(p *Profile, kind Kind) bool) (problems, warnings []Problem) {
+	// A template is (kind, what it renders, custom scripts): the profile
+	// for boot scripts, the file for Ignition and generic.
+	type template struct {
+		kind             Kind
+		what, ipxe, grub string
+	}
+	tried := make(map[template]bool)
+	done := make(map[string]bool) // profiles whose templates were all tried (all false)
+	for _, g := range gs {
+		if done[g.Profile] {
+			continue
 		}
-		m := Match{Group: g, Profile: p}
-		req := Request{Labels: l, RawQuery: q.Encode(), Host: "kindling.invalid:8080"}
+		p := c.profiles[g.Profile]
+		if p == nil {
+			continue // a dangling reference (Options.AllowDangling): nothing to render
+		}
+		if !all {
+			done[p.ID] = true // after this group, every template of p has been tried
+		}
+		var (
+			m   Match
+			req Request
+			q   url.Values
+		)
 		for _, k := range []struct {
 			kind Kind
-			name string
+			what string
 		}{
-			{IPXE, "profiles/" + p.ID + ".json boot"},
-			{GRUB, "profiles/" + p.ID + ".json boot"},
-			{Ignition, "ignition/" + p.IgnitionID},
-			{Generic, "generic/" + p.GenericID},
+			{IPXE, p.ID},
+			{GRUB, p.ID},
+			{Ignition, p.IgnitionID},
+			{Generic, p.GenericID},
 		} {
+			if want != nil && !want(p, k.kind) {
+				continue
+			}
 			if !all {
-				key := fmt.Sprint(k.kind, k.name, p.IPXETemplate, p.GRUBTemplate)
+				key := template{k.kind, k.what, p.IPXETemplate, p.GRUBTemplate}
 				if tried[key] {
 					continue
 				}
 				tried[key] = true
+			}
+			if m.Group == nil {
+				l := make(groups.Labels, len(g.Selector))
+				q = url.Values{}
+				for k, vs := range g.Selector {
+					l[k] = vs[0]
+					q.Set(k, vs[0])
+				}
+				m = Match{Group: g, Profile: p}
+				req = Request{Labels: l, RawQuery: q.Encode(), Host: "kindling.invalid:8080"}
 			}
 			_, err := c.render(k.kind, m, req)
 			if err == nil || errors.Is(err, ErrNotConfigured) {
@@ -55,7 +90,14 @@ func (c *Catalog) check(all bool) (problems, warnings []Problem) {
 			if labels == "" {
 				labels = "none"
 			}
-			pr := Problem{File: "groups/" + g.ID + ".json", Err: fmt.Errorf("rendering %s for this group (labels: %s): %w", k.name, labels, err)}
+			name := "profiles/" + p.ID + ".json boot"
+			switch k.kind {
+			case Ignition:
+				name = "ignition/" + p.IgnitionID
+			case Generic:
+				name = "generic/" + p.GenericID
+			}
+			pr := Problem{File: "groups/" + g.ID + ".json", Err: fmt.Errorf("rendering %s for this group (labels: %s): %w", name, labels, err)}
 			if strings.Contains(err.Error(), "map has no entry for key") {
 				warnings = append(warnings, pr)
 			} else {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/kindlingboot/kindling/groups"
 	"github.com/kindlingboot/kindling/matchbox/render"
+	"github.com/kindlingboot/kindling/profiles"
 )
 
 // Match is the outcome of selection: the machine's group and its profile.
@@ -32,8 +33,13 @@ func (c *Catalog) Select(l groups.Labels) (Match, error) {
 	if g == nil {
 		return Match{}, fmt.Errorf("%w labels %v", ErrNoGroup, l)
 	}
-	// Load guarantees every group's profile exists.
-	return Match{Group: g, Profile: c.profiles[g.Profile]}, nil
+	p := c.profiles[g.Profile]
+	if p == nil {
+		// Only with Options.AllowDangling: a stand-in that renders an
+		// error, so the machine never falls through to another group.
+		p = &Profile{Profile: profiles.Profile{ID: g.Profile}, missing: true}
+	}
+	return Match{Group: g, Profile: p}, nil
 }
 
 // Explain says, for every group, whether it matched l and why it won or lost.
@@ -124,6 +130,9 @@ func (c *Catalog) Render(kind Kind, m Match, req Request) (out []byte, cached bo
 
 func (c *Catalog) render(kind Kind, m Match, req Request) ([]byte, error) {
 	p := m.Profile
+	if p.missing {
+		return nil, fmt.Errorf("%w: group %q names profile %q, which does not exist", ErrNotConfigured, m.Group.ID, p.ID)
+	}
 	switch kind {
 	case IPXE, GRUB:
 		if p.Boot == nil {
@@ -148,13 +157,20 @@ func (c *Catalog) render(kind Kind, m Match, req Request) ([]byte, error) {
 			}
 			return render.GRUB(title, boot), nil
 		}
+		t := c.templates[name]
+		if t == nil {
+			return nil, fmt.Errorf("%w: profile %q names templates/%s, which does not exist", ErrNotConfigured, p.ID, name)
+		}
 		vars["boot"] = map[string]any{"kernel": boot.Kernel, "initrd": boot.Initrd, "args": boot.Args}
-		return configErr(render.Execute(c.templates[name], vars))
+		return configErr(render.Execute(t, vars))
 	case Ignition:
 		if p.IgnitionID == "" {
 			return nil, fmt.Errorf("%w: profile %q has no ignition_id", ErrNotConfigured, p.ID)
 		}
 		f := c.ignition[p.IgnitionID]
+		if f == nil {
+			return nil, fmt.Errorf("%w: profile %q names ignition/%s, which does not exist", ErrNotConfigured, p.ID, p.IgnitionID)
+		}
 		if f.static != nil {
 			return f.static, nil
 		}
@@ -171,7 +187,11 @@ func (c *Catalog) render(kind Kind, m Match, req Request) ([]byte, error) {
 		if p.GenericID == "" {
 			return nil, fmt.Errorf("%w: profile %q has no generic_id", ErrNotConfigured, p.ID)
 		}
-		return configErr(render.Execute(c.generic[p.GenericID], Vars(m, req)))
+		t := c.generic[p.GenericID]
+		if t == nil {
+			return nil, fmt.Errorf("%w: profile %q names generic/%s, which does not exist", ErrNotConfigured, p.ID, p.GenericID)
+		}
+		return configErr(render.Execute(t, Vars(m, req)))
 	case MetadataEnv:
 		return render.MetadataEnv(Vars(m, req)), nil
 	case MetadataJSON:
@@ -182,6 +202,9 @@ func (c *Catalog) render(kind Kind, m Match, req Request) ([]byte, error) {
 
 // Boot renders a profile's boot section with a machine's variables.
 func (c *Catalog) Boot(m Match, req Request) (render.Boot, error) {
+	if m.Profile.missing {
+		return render.Boot{}, fmt.Errorf("%w: group %q names profile %q, which does not exist", ErrNotConfigured, m.Group.ID, m.Profile.ID)
+	}
 	if m.Profile.Boot == nil {
 		return render.Boot{}, fmt.Errorf("%w: profile %q has no boot section", ErrNotConfigured, m.Profile.ID)
 	}
