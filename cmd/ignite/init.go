@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kindlingboot/kindling/ignition"
+	"github.com/kindlingboot/kindling/ignition/boot"
+	"github.com/kindlingboot/kindling/ignition/fetch"
+	"github.com/kindlingboot/kindling/ignition/install"
+	"github.com/kindlingboot/kindling/ignition/stages"
+)
+
+// argFinishFailure chooses how the boot ends after a failed run; the
+// default, "wait", keeps the machine at its console showing the report.
+const argFinishFailure = "kindling.finish.failure"
+
+// initramfs runs ignite as /init of Kindling's initramfs: set the machine
+// up, run every stage against /sysroot (installing an image first in
+// installer mode), report, and end the boot as the command line says.
+func initramfs(ctx context.Context, stdout, stderr io.Writer) error {
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	fmt.Fprintf(stdout, "ignite %s: Kindling's first-boot agent\n", Version)
+	sys, err := boot.Setup(ctx, log)
+	var cl boot.Cmdline
+	if sys != nil {
+		cl = sys.Cmdline
+	} else if c, rerr := boot.ReadCmdline(); rerr == nil {
+		cl = c
+	}
+	var rep *ignition.Report
+	if err != nil {
+		// Without a network there is no config and no report URL to reach;
+		// the console is all an operator has.
+		rep = &ignition.Report{Result: ignition.ResultFailure, Stage: "setup", Error: err.Error(), Agent: "ignite " + Version, Stages: []ignition.StageTime{}}
+		rep.Print(stdout)
+	} else {
+		if err := os.MkdirAll(boot.SysRoot, 0o755); err != nil {
+			log.Error("creating "+boot.SysRoot, "err", err)
+		}
+		c := ignition.Config{
+			Mode:    ignition.ModeRun,
+			Root:    boot.SysRoot,
+			Cmdline: cl,
+			Agent:   "ignite " + Version,
+			Log:     log,
+			Console: stdout,
+		}
+		if dev := cl.Value(boot.ArgInstallDev); dev != "" {
+			c.Install = installer(cl, dev)
+		}
+		rep, err = ignition.Run(ctx, c)
+	}
+	action := cl.Value(boot.ArgFinish)
+	if err != nil || (rep != nil && rep.Result == ignition.ResultFailure) {
+		action = cl.Value(argFinishFailure)
+		if action == "" || action == "wait" {
+			fmt.Fprintf(stdout, "ignite: provisioning failed; the machine waits here (set %s=reboot|poweroff|shell to change)\n", argFinishFailure)
+			unix.Sync()
+			<-ctx.Done()
+			select {}
+		}
+	}
+	if ferr := boot.Finish(ctx, log, action); ferr != nil {
+		return errors.Join(err, ferr)
+	}
+	return err
+}
+
+// installer returns the install step: stream the image to dev, find the
+// installed root and mount it at /sysroot for the remaining stages.
+func installer(cl boot.Cmdline, dev string) func(context.Context, *slog.Logger) (*ignition.InstallSummary, error) {
+	return func(ctx context.Context, log *slog.Logger) (*ignition.InstallSummary, error) {
+		url := cl.Value(boot.ArgInstallImage)
+		sum := &ignition.InstallSummary{Device: dev, Image: fetch.Redact(url)}
+		res, err := install.Image(ctx, install.Options{Device: dev, URL: url, SHA256: cl.Value(boot.ArgInstallSHA256), Log: log})
+		sum.Bytes, sum.MBPerSec = res.Written, res.MBps
+		if err != nil {
+			return sum, stages.Fail("writing "+sum.Image+" to "+dev, err)
+		}
+		root, err := install.FindRoot(ctx, dev, cl.Value(boot.ArgInstallRoot))
+		if err != nil {
+			return sum, stages.Fail("finding the installed root on "+dev, err)
+		}
+		sum.Root = root
+		var errs []string
+		for _, fstype := range []string{"ext4", "xfs", "btrfs"} {
+			err := unix.Mount(root, boot.SysRoot, fstype, 0, "")
+			if err == nil {
+				log.Info("installed root mounted", "dev", root, "fs", fstype, "at", boot.SysRoot)
+				return sum, nil
+			}
+			errs = append(errs, fstype+": "+err.Error())
+		}
+		return sum, stages.Failf("mounting the installed root "+root, "%s", strings.Join(errs, "; "))
+	}
+}
