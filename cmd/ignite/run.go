@@ -96,7 +96,11 @@ func runCmd(ctx context.Context, mode ignition.Mode, args []string, stdout, stde
 	root := fs.String("root", "", "target root directory (run: default /sysroot in an initramfs, else /)")
 	var firstboot, force, disks *bool
 	var reportURL, output, logLevel *string
-	logLevel = fs.String("log-level", "info", "debug, info, warn or error")
+	defLevel := "info"
+	if mode == ignition.ModePlan {
+		defLevel = "warn" // the plan is the output
+	}
+	logLevel = fs.String("log-level", defLevel, "debug, info, warn or error")
 	if mode == ignition.ModeRun {
 		firstboot = fs.Bool("firstboot", false, "treat this as the first boot (as ignition.firstboot on the kernel command line)")
 		reportURL = fs.String("report-url", "", "POST the report here (default: kindling.report.url= on the kernel command line)")
