@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/kindlingboot/kindling/ignition/boot"
 	"github.com/kindlingboot/kindling/ignition/stages"
 )
 
@@ -78,5 +81,54 @@ func TestPlanTouchesNothing(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(root); len(ents) != 0 {
 		t.Errorf("plan wrote into the root: %v", ents)
+	}
+}
+
+// TestConfigFromDevice reads the config named by ignition.config.device=
+// and ignition.config.path= from a labelled filesystem on a loop device.
+func TestConfigFromDevice(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (loop device, mount)")
+	}
+	for _, tool := range []string{"losetup", "mkfs.ext4", "blkid", "debugfs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not found (util-linux, e2fsprogs)", tool)
+		}
+	}
+	dir := t.TempDir()
+	img := filepath.Join(dir, "cfg.img")
+	src := filepath.Join(dir, "config.ign")
+	os.WriteFile(src, []byte(`{"ignition":{"version":"3.6.0"},"storage":{"files":[{"path":"/etc/from-device","contents":{"source":"data:,yes"}}]}}`), 0o644)
+	run := func(name string, args ...string) string {
+		t.Helper()
+		out, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	label := fmt.Sprintf("kcfg%d", os.Getpid()%100000)
+	run("truncate", "-s", "8M", img)
+	run("mkfs.ext4", "-q", "-F", "-L", label, img)
+	run("debugfs", "-w", "-R", "write "+src+" config.ign", img)
+	loop := run("losetup", "--find", "--show", img)
+	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+
+	root := t.TempDir()
+	cl := boot.ParseCmdline("ignition.firstboot ignition.config.device=" + label + " ignition.config.path=/config.ign")
+	rep, err := Run(context.Background(), Config{Mode: ModeApply, Root: root, Cmdline: cl})
+	if err != nil || rep.Result != ResultSuccess {
+		t.Fatalf("Run with the config on a device = %+v, %v", rep, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "etc/from-device")); string(b) != "yes" {
+		t.Errorf("/etc/from-device = %q, want yes", b)
+	}
+	if !strings.Contains(rep.Config, label) {
+		t.Errorf("report's config = %q, want it to name the label %q", rep.Config, label)
+	}
+	// Only one of the pair is a usage error.
+	cl = boot.ParseCmdline("ignition.config.device=" + label)
+	if _, err := Run(context.Background(), Config{Mode: ModeApply, Root: t.TempDir(), Cmdline: cl}); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("device without path = %v, want ErrInvalidConfig", err)
 	}
 }
