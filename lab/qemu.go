@@ -79,6 +79,9 @@ func qemuArgs(cfg Config, st *State, vm VM, ovmfCode string) []string {
 		args = append(args, "-netdev", "user,id=net0,bootfile="+st.ServerURL+"/boot.ipxe")
 	}
 	args = append(args, "-device", "virtio-net-pci,netdev=net0,mac="+vm.MAC+",bootindex=2")
+	// A hardware RNG: without RDRAND (TCG) the guest kernel's random pool
+	// may never be seeded, and the agent's DHCP blocks on it.
+	args = append(args, "-device", "virtio-rng-pci")
 	return args
 }
 
