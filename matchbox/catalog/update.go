@@ -247,13 +247,21 @@ func (p *Profile) texts() []*text {
 	return append(append([]*text{p.kernel}, p.initrd...), p.args...)
 }
 
-// fileFor is the file holding kind/id: the one it was loaded from, or
-// kind/id.json.
+// fileFor is the file holding kind/id: the one it was loaded from, else
+// kind/id.json — unless that file holds another object (a file not named
+// after its id), whose data a write must not replace: then kind/id.2.json,
+// kind/id.3.json, … whichever is free.
 func (c *Catalog) fileFor(kind, id string) string {
 	if f, ok := c.fileOf[kind+"/"+id]; ok {
 		return f
 	}
-	return kind + "/" + id + ".json"
+	name := kind + "/" + id + ".json"
+	for i := 2; ; i++ {
+		if other, taken := c.idOf[name]; !taken || other == id {
+			return name
+		}
+		name = fmt.Sprintf("%s/%s.%d.json", kind, id, i)
+	}
 }
 
 // idIn is the ID of the kind object file holds, if any.

@@ -231,6 +231,30 @@ func TestApplyRenamedFile(t *testing.T) {
 	}
 }
 
+// TestApplyNameTaken: writing group a, when groups/a.json holds group b,
+// goes to another file and leaves b alone.
+func TestApplyNameTaken(t *testing.T) {
+	fsys := baseFS()
+	fsys["groups/a.json"] = file(`{"id":"b","profile":"live","selector":{"os":"b"}}`)
+	c, err := Load(fsys, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := c.GroupFile("a")
+	if f == "groups/a.json" {
+		t.Fatalf("GroupFile(a) = %q, the file of group b", f)
+	}
+	c2, _, err := applyBoth(t, c, fsys, Change{f, []byte(`{"id":"a","profile":"live","selector":{"os":"a"}}`)}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b"} {
+		if _, ok := c2.Group(id); !ok {
+			t.Errorf("after writing group a to %s, group %s is gone", f, id)
+		}
+	}
+}
+
 // TestDanglingServes: a group naming a missing profile selects, but
 // renders 404 (ErrNotConfigured), never another group.
 func TestDanglingServes(t *testing.T) {
