@@ -12,8 +12,14 @@ import (
 	"github.com/kindlingboot/kindling/matchbox/events"
 )
 
-// maxReport bounds a report body; real ones are a few KiB.
-const maxReport = 256 << 10
+// maxReport bounds a report body; real ones are a few KiB. With the
+// 10,000 machines events.Reports keeps, reports hold at most ~640 MiB even
+// when every one is a forged maximum (the machine plane is unauthenticated).
+const maxReport = 64 << 10
+
+// reportStages are the agent's stage names; any other failing stage is
+// counted as "other", so forged reports cannot create metric series.
+var reportStages = map[string]bool{"setup": true, "fetch": true, "install": true, "disks": true, "mount": true, "files": true, "umount": true, "report": true}
 
 // postReport records an agent's provisioning report: POST /report?mac=…
 // with the report as a JSON object whose "result" is success, failure or
@@ -47,7 +53,7 @@ func (s *server) postReport(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			text(w, http.StatusRequestEntityTooLarge, "413 request entity too large: a report is at most 256 KiB\n")
+			text(w, http.StatusRequestEntityTooLarge, "413 request entity too large: a report is at most 64 KiB\n")
 			return
 		}
 		text(w, http.StatusBadRequest, "400 bad request: reading the report: "+err.Error()+"\n")
@@ -71,8 +77,11 @@ func (s *server) postReport(w http.ResponseWriter, r *http.Request) {
 	rep := events.Report{MAC: mac, IP: ip, Received: time.Now().UTC(), Result: head.Result, Stage: head.Stage, Error: head.Error, Body: json.RawMessage(body)}
 	s.Reports.Put(rep)
 	stage := head.Stage
-	if head.Result != "failure" {
+	switch {
+	case head.Result != "failure":
 		stage = ""
+	case !reportStages[stage]:
+		stage = "other"
 	}
 	s.Metrics.AgentReports.WithLabelValues(head.Result, stage).Inc()
 	ev := events.Event{MAC: mac, Source: "agent", Step: "report " + head.Result, IP: ip}

@@ -54,7 +54,8 @@ func TestReports(t *testing.T) {
 		{"no mac, no lease", "POST", "/report", `{"result":"success"}`, 400, "no mac= label"},
 		{"not json", "POST", "/report?mac=52:54:00:00:00:03", `result=ok`, 400, "not a JSON object"},
 		{"bad result", "POST", "/report?mac=52:54:00:00:00:03", `{"result":"fine"}`, 400, `"fine"; want success, failure or skipped`},
-		{"too big", "POST", "/report?mac=52:54:00:00:00:03", `{"result":"success","x":"` + strings.Repeat("a", 300<<10) + `"}`, 413, "256 KiB"},
+		{"too big", "POST", "/report?mac=52:54:00:00:00:03", `{"result":"success","x":"` + strings.Repeat("a", 70<<10) + `"}`, 413, "64 KiB"},
+		{"made-up stage", "POST", "/report?mac=52:54:00:00:00:04", `{"result":"failure","stage":"x1"}`, 204, ""},
 		{"other posts stay refused", "POST", "/ipxe?mac=52:54:00:00:00:03", `{}`, 405, "read-only"},
 	} {
 		code, body := do(tc.method, tc.path, tc.body)
@@ -75,7 +76,7 @@ func TestReports(t *testing.T) {
 		t.Errorf("events = %+v, want one failed report event naming the stage", evs)
 	}
 	_, m := do("GET", "/metrics", "")
-	for _, want := range []string{`kindling_agent_reports_total{result="failure",stage="files"} 1`, `kindling_agent_reports_total{result="success",stage=""} 1`} {
+	for _, want := range []string{`kindling_agent_reports_total{result="failure",stage="files"} 1`, `kindling_agent_reports_total{result="success",stage=""} 1`, `kindling_agent_reports_total{result="failure",stage="other"} 1`} {
 		if !strings.Contains(m, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
