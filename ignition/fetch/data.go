@@ -26,9 +26,11 @@ func decodeData(s string) ([]byte, error) {
 	return du.Data, nil
 }
 
-// Redact returns a URL fit for logs and errors: a data URL becomes
-// "data:…", a password in the userinfo becomes "xxxxx", and a string
-// that does not parse as a URL keeps only its scheme.
+// Redact returns a URL fit for logs, errors and reports: a data URL
+// becomes "data:…", a password in the userinfo becomes "xxxxx", the values
+// of query parameters that look like credentials (token, signature, key,
+// secret, password, auth, credential — e.g. presigned URLs) become "xxxxx",
+// and a string that does not parse as a URL keeps only its scheme.
 func Redact(raw string) string {
 	if isData(raw) {
 		return "data:…"
@@ -40,5 +42,30 @@ func Redact(raw string) string {
 		}
 		return "…"
 	}
+	if u.RawQuery != "" {
+		parts := strings.Split(u.RawQuery, "&")
+		changed := false
+		for i, p := range parts {
+			k, _, ok := strings.Cut(p, "=")
+			if ok && secretParam(k) {
+				parts[i] = k + "=xxxxx"
+				changed = true
+			}
+		}
+		if changed {
+			u.RawQuery = strings.Join(parts, "&")
+		}
+	}
 	return u.Redacted()
+}
+
+// secretParam reports whether a query parameter name suggests a credential.
+func secretParam(name string) bool {
+	n := strings.ToLower(name)
+	for _, s := range []string{"token", "sig", "key", "secret", "password", "passwd", "auth", "credential"} {
+		if strings.Contains(n, s) {
+			return true
+		}
+	}
+	return false
 }

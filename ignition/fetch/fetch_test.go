@@ -764,10 +764,23 @@ func TestRedact(t *testing.T) {
 		{"DATA:,secret", "data:…"},
 		{"tftp://10.0.0.1/boot.ign", "tftp://10.0.0.1/boot.ign"},
 		{"http://user:pa ss%zz@host/", "http://…"},
+		{"https://s3.example/img?X-Amz-Signature=abc&X-Amz-Date=1&mac=52-54", "https://s3.example/img?X-Amz-Signature=xxxxx&X-Amz-Date=1&mac=52-54"},
+		{"http://h/ignition?mac=52:54:00:00:00:01&token=SECRET", "http://h/ignition?mac=52:54:00:00:00:01&token=xxxxx"},
 	}
 	for _, tc := range tests {
 		if got := fetch.Redact(tc.in); got != tc.want {
 			t.Errorf("Redact(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestQueryTokenNotInErrors(t *testing.T) {
+	srv, _ := serveFiles(t, nil)
+	f := newFetcher(t, fetch.Options{TotalTimeout: 300 * time.Millisecond})
+	for _, src := range []string{srv.URL + "/missing?token=SECRET", "http://127.0.0.1:1/x?token=SECRET"} {
+		_, err := f.Fetch(context.Background(), res(src))
+		if err == nil || strings.Contains(err.Error(), "SECRET") {
+			t.Errorf("Fetch(%s) error = %v, want the token masked", fetch.Redact(src), err)
 		}
 	}
 }

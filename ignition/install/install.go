@@ -32,6 +32,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -41,6 +42,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 	"golang.org/x/sys/unix"
+
+	"github.com/kindlingboot/kindling/ignition/fetch"
 )
 
 // ErrHashMismatch is returned (wrapped) when the image's SHA-256 is not
@@ -97,8 +100,9 @@ func Image(ctx context.Context, o Options) (Result, error) {
 		return res, errors.New("install: no device (kindling.install.dev): want a disk such as /dev/vda")
 	}
 	if !strings.HasPrefix(o.URL, "http://") && !strings.HasPrefix(o.URL, "https://") {
-		return res, fmt.Errorf("install: image URL %q (kindling.install.image): want http:// or https://", o.URL)
+		return res, fmt.Errorf("install: image URL %q (kindling.install.image): want http:// or https://", fetch.Redact(o.URL))
 	}
+	shown := fetch.Redact(o.URL) // logs, errors and reports never carry credentials
 	want := strings.ToLower(strings.TrimSpace(o.SHA256))
 	if want != "" {
 		if b, err := hex.DecodeString(want); err != nil || len(b) != sha256.Size {
@@ -122,17 +126,22 @@ func Image(ctx context.Context, o Options) (Result, error) {
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.URL, nil)
 	if err != nil {
-		return res, fmt.Errorf("install: image URL %q: %w", o.URL, err)
+		return res, fmt.Errorf("install: image URL %q: %w", shown, err)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return res, fmt.Errorf("install: fetching the image: %w", err)
+		// net/http's errors quote the URL; report it redacted instead.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return res, fmt.Errorf("install: fetching %s: %w", shown, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return res, fmt.Errorf("install: fetching %s: %s", o.URL, resp.Status)
+		return res, fmt.Errorf("install: fetching %s: %s", shown, resp.Status)
 	}
-	log.Info("installing", "image", o.URL, "device", o.Device, "size", resp.ContentLength, "disk", size)
+	log.Info("installing", "image", shown, "device", o.Device, "size", resp.ContentLength, "disk", size)
 
 	h := sha256.New()
 	served := &counter{r: resp.Body}
@@ -140,12 +149,12 @@ func Image(ctx context.Context, o Options) (Result, error) {
 	br := bufio.NewReaderSize(body, 1<<20)
 	format, dec, closeDec, err := decompressor(br)
 	if err != nil {
-		return res, fmt.Errorf("install: %s: %w", o.URL, err)
+		return res, fmt.Errorf("install: %s: %w", shown, err)
 	}
 	res.Format = format
 	if format == "raw" && resp.ContentLength > size {
 		closeDec()
-		return res, fmt.Errorf("install: %s (%d bytes) is larger than %s (%d bytes); nothing was written", o.URL, resp.ContentLength, o.Device, size)
+		return res, fmt.Errorf("install: %s (%d bytes) is larger than %s (%d bytes); nothing was written", shown, resp.ContentLength, o.Device, size)
 	}
 	written, werr := write(ctx, log, dev, size, dec, o.Device)
 	closeDec()
@@ -160,7 +169,7 @@ func Image(ctx context.Context, o Options) (Result, error) {
 	res.Downloaded = served.n
 	res.SHA256 = hex.EncodeToString(h.Sum(nil))
 	if werr == nil && want != "" && res.SHA256 != want {
-		werr = fmt.Errorf("%w: %s has %s, want %s (kindling.install.sha256)", ErrHashMismatch, o.URL, res.SHA256, want)
+		werr = fmt.Errorf("%w: %s has %s, want %s (kindling.install.sha256)", ErrHashMismatch, shown, res.SHA256, want)
 	}
 	if werr == nil {
 		if err := dev.Sync(); err != nil {
