@@ -64,3 +64,95 @@ func readFromDevice(ctx context.Context, log *slog.Logger, label, path string) (
 	}
 	return data, where, nil
 }
+
+// provisionedOnDisk looks for the result file on the filesystems the config
+// mounts at / or /etc and on Config.ProbeDevices, each mounted read-only in
+// a temporary directory. A device that is missing, or holds no filesystem
+// of the configured type, is not provisioned. It returns where the file was
+// found.
+func (r *runner) provisionedOnDisk(ctx context.Context) (string, bool) {
+	type probe struct {
+		dev, rel string
+		types    []string
+	}
+	var probes []probe
+	for _, fs := range r.cfg.Storage.Filesystems {
+		if fs.Path == nil || fs.Format == nil {
+			continue
+		}
+		p := filepath.Clean(*fs.Path)
+		if p != "/" && p != "/etc" {
+			continue
+		}
+		dev, err := stages.ResolveDevice(fs.Device)
+		if err != nil {
+			continue
+		}
+		probes = append(probes, probe{dev, strings.TrimPrefix(ResultFile, strings.TrimSuffix(p, "/")), []string{*fs.Format}})
+	}
+	for _, dev := range r.c.ProbeDevices {
+		probes = append(probes, probe{dev, ResultFile, []string{"ext4", "xfs", "btrfs"}})
+	}
+	for _, p := range probes {
+		if ctx.Err() != nil {
+			return "", false
+		}
+		if found, err := fileOnDevice(p.dev, p.types, p.rel); err != nil {
+			r.log.Debug("probing for an earlier run", "dev", p.dev, "err", err)
+		} else if found {
+			return p.dev, true
+		}
+	}
+	return "", false
+}
+
+// fileOnDevice mounts dev read-only (trying each type) and reports whether
+// rel exists in it.
+func fileOnDevice(dev string, types []string, rel string) (bool, error) {
+	dir, err := os.MkdirTemp("", "ignite-probe-")
+	if err != nil {
+		return false, err
+	}
+	defer os.Remove(dir)
+	var errs []string
+	for _, t := range types {
+		if err := unix.Mount(dev, dir, t, unix.MS_RDONLY, ""); err != nil {
+			errs = append(errs, t+": "+err.Error())
+			continue
+		}
+		_, serr := os.Lstat(filepath.Join(dir, rel))
+		if err := unix.Unmount(dir, 0); err != nil {
+			return false, fmt.Errorf("unmounting the probe of %s: %w", dev, err)
+		}
+		return serr == nil, nil
+	}
+	return false, fmt.Errorf("mounting %s read-only: %s", dev, strings.Join(errs, "; "))
+}
+
+// remountRoot mounts the config's filesystem for / at Root again after
+// the umount stage, for a switch into it.
+func (r *runner) remountRoot() error {
+	for _, fs := range r.cfg.Storage.Filesystems {
+		if fs.Path == nil || filepath.Clean(*fs.Path) != "/" || fs.Format == nil {
+			continue
+		}
+		dev, err := stages.ResolveDevice(fs.Device)
+		if err != nil {
+			return stages.Fail("mounting the root for the switch", err)
+		}
+		args := []string{"-t", *fs.Format}
+		var opts []string
+		for _, o := range fs.MountOptions {
+			opts = append(opts, string(o))
+		}
+		if len(opts) > 0 {
+			args = append(args, "-o", strings.Join(opts, ","))
+		}
+		env := &stages.Env{Log: r.log}
+		if _, err := env.Command(context.Background(), nil, "mount", append(args, dev, r.c.Root)...); err != nil {
+			return stages.Fail("mounting "+dev+" at "+r.c.Root+" for the switch", err)
+		}
+		return nil
+	}
+	return stages.Failf("mounting the root for the switch", "the config has no filesystem with path \"/\" to switch into")
+}

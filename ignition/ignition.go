@@ -72,9 +72,14 @@ type Config struct {
 	// Install, when set, writes an OS image to a disk before the disks
 	// stage and mounts its root at Root. ModeRun only.
 	Install func(ctx context.Context, log *slog.Logger) (*InstallSummary, error)
-	// Unmounts are called at the end of the run (after umount), e.g. to
-	// unmount an installed root. Errors are logged.
-	Unmounts []func(context.Context) error
+	// ProbeDevices are block devices that may hold an already provisioned
+	// root (e.g. the root of an earlier install). Like the config's
+	// filesystems mounted at / or /etc, each is mounted read-only before any
+	// disk is touched, and a result file there makes the run a no-op.
+	ProbeDevices []string
+	// KeepRootMounted leaves the config's filesystem for / mounted at Root
+	// after a successful run, for a switch into it.
+	KeepRootMounted bool
 }
 
 // ErrInvalidConfig marks a config that does not parse or validate: a
@@ -129,6 +134,16 @@ func (r *runner) run(ctx context.Context) error {
 
 	if err := r.stage(ctx, "fetch", r.fetch); err != nil {
 		return err
+	}
+	// In an initramfs Root is empty until the mount stage, so look for a
+	// result file on the disks themselves before the disks stage may wipe
+	// them: a PXE profile passes ignition.firstboot on every boot.
+	if c.Mode == ModeRun && !c.Force {
+		if where, done := r.provisionedOnDisk(ctx); done {
+			r.report.Result = ResultSkipped
+			r.report.Reason = fmt.Sprintf("%s already holds %s (-force runs again)", where, ResultFile)
+			return nil
+		}
 	}
 	env := &stages.Env{Root: c.Root, Log: r.log, Fetch: r.f, Plan: c.Plan}
 	if c.Mode == ModePlan && c.Plan == nil {
@@ -185,11 +200,13 @@ func (r *runner) run(ctx context.Context) error {
 	if c.Mode == ModeRun {
 		// Unmount even after a failure, so the disk is consistent.
 		umountErr := r.stage(ctx, "umount", func(ctx context.Context) error {
-			err := unmount(ctx)
-			for i := len(c.Unmounts) - 1; i >= 0; i-- {
-				err = errors.Join(err, c.Unmounts[i](ctx))
+			if err := unmount(ctx); err != nil {
+				return err
 			}
-			return err
+			if c.KeepRootMounted && filesErr == nil {
+				return r.remountRoot()
+			}
+			return nil
 		})
 		if filesErr == nil {
 			filesErr = umountErr

@@ -132,3 +132,52 @@ func TestConfigFromDevice(t *testing.T) {
 		t.Errorf("device without path = %v, want ErrInvalidConfig", err)
 	}
 }
+
+// TestRerunDoesNotWipe: a second first-boot run of a config that wipes its
+// root filesystem finds the result file on the disk before the disks
+// stage, and leaves the filesystem alone.
+func TestRerunDoesNotWipe(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (loop device, mkfs, mount)")
+	}
+	for _, tool := range []string{"losetup", "mkfs.ext4", "blkid", "wipefs", "mount"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not found (util-linux, e2fsprogs, mount)", tool)
+		}
+	}
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := exec.Command("truncate", "-s", "64M", img).Run(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "--find", "--show", img).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	loop := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+	cfg := filepath.Join(t.TempDir(), "c.ign")
+	os.WriteFile(cfg, []byte(`{"ignition":{"version":"3.6.0"},"storage":{
+		"filesystems":[{"device":"`+loop+`","format":"ext4","wipeFilesystem":true,"label":"rerun","path":"/"}],
+		"files":[{"path":"/etc/motd","contents":{"source":"data:,hi"}}]}}`), 0o644)
+	uuid := func() string {
+		b, _ := exec.Command("blkid", "-p", "-o", "value", "-s", "UUID", loop).Output()
+		return strings.TrimSpace(string(b))
+	}
+	rep, err := Run(context.Background(), Config{Mode: ModeRun, Firstboot: true, Root: t.TempDir(), Source: cfg})
+	if err != nil || rep.Result != ResultSuccess {
+		t.Fatalf("first run = %+v, %v", rep, err)
+	}
+	first := uuid()
+	rep, err = Run(context.Background(), Config{Mode: ModeRun, Firstboot: true, Root: t.TempDir(), Source: cfg})
+	if err != nil || rep.Result != ResultSkipped || !strings.Contains(rep.Reason, loop) {
+		t.Errorf("second run = %+v, %v; want skipped, naming %s", rep, err, loop)
+	}
+	if got := uuid(); got == "" || got != first {
+		t.Errorf("filesystem UUID after the second run = %q, want %q (not remade)", got, first)
+	}
+	for _, s := range rep.Stages {
+		if s.Name == "disks" {
+			t.Errorf("the second run ran the disks stage: %+v", rep.Stages)
+		}
+	}
+}

@@ -182,6 +182,12 @@ func TestAgentAgainstServer(t *testing.T) {
 	if err := cmd.Run(); err == nil || err.(*exec.ExitError).ExitCode() != 2 {
 		t.Errorf("ignite apply without -config = %v, want exit 2", err)
 	}
+	badJSON := filepath.Join(t.TempDir(), "bad.ign")
+	writeFile(t, badJSON, `{"ignition": {"version": "3.4.0"`)
+	cmd = exec.Command(ignite, "apply", "-config", badJSON, "-root", t.TempDir())
+	if out, err := cmd.CombinedOutput(); err == nil || err.(*exec.ExitError).ExitCode() != 2 {
+		t.Errorf("ignite apply of an invalid config = %v, want exit 2\n%s", err, out)
+	}
 }
 
 func writeFile(t *testing.T, path, data string) {

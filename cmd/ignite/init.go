@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,7 +23,8 @@ const argFinishFailure = "kindling.finish.failure"
 
 // initramfs runs ignite as /init of Kindling's initramfs: set the machine
 // up, run every stage against /sysroot (installing an image first in
-// installer mode), report, and end the boot as the command line says.
+// installer mode), report, and end the boot as the command line says. As
+// PID 1 it never returns: an exit would panic the kernel.
 func initramfs(ctx context.Context, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	fmt.Fprintf(stdout, "ignite %s: Kindling's first-boot agent\n", Version)
@@ -35,10 +35,20 @@ func initramfs(ctx context.Context, stdout, stderr io.Writer) error {
 	} else if c, rerr := boot.ReadCmdline(); rerr == nil {
 		cl = c
 	}
+	action, onFailure := cl.Value(boot.ArgFinish), cl.Value(argFinishFailure)
+	if action == "" {
+		action = boot.Reboot
+	}
+	if onFailure == "" {
+		onFailure = "wait"
+	}
+	if err == nil {
+		err = checkFinish(action, onFailure)
+	}
 	var rep *ignition.Report
 	if err != nil {
-		// Without a network there is no config and no report URL to reach;
-		// the console is all an operator has.
+		// Before the run: without a network there is no config and no
+		// report URL to reach; the console is all an operator has.
 		rep = &ignition.Report{Result: ignition.ResultFailure, Stage: "setup", Error: err.Error(), Agent: "ignite " + Version, Stages: []ignition.StageTime{}}
 		rep.Print(stdout)
 	} else {
@@ -55,23 +65,46 @@ func initramfs(ctx context.Context, stdout, stderr io.Writer) error {
 		}
 		if dev := cl.Value(boot.ArgInstallDev); dev != "" {
 			c.Install = installer(cl, dev)
+			// An earlier install's root, if there is one, is probed for a
+			// result file before the image is written again.
+			if root, ferr := install.FindRoot(ctx, dev, cl.Value(boot.ArgInstallRoot)); ferr == nil {
+				c.ProbeDevices = []string{root}
+			}
+		} else {
+			c.KeepRootMounted = action == boot.SwitchRoot
 		}
 		rep, err = ignition.Run(ctx, c)
 	}
-	action := cl.Value(boot.ArgFinish)
-	if err != nil || (rep != nil && rep.Result == ignition.ResultFailure) {
-		action = cl.Value(argFinishFailure)
-		if action == "" || action == "wait" {
-			fmt.Fprintf(stdout, "ignite: provisioning failed; the machine waits here (set %s=reboot|poweroff|shell to change)\n", argFinishFailure)
-			unix.Sync()
-			<-ctx.Done()
-			select {}
+	if err != nil || rep.Result == ignition.ResultFailure {
+		action = onFailure
+	}
+	if action != "wait" {
+		ferr := boot.Finish(ctx, log, action)
+		fmt.Fprintf(stdout, "ignite: could not %s: %v\n", action, ferr)
+	}
+	if err != nil || rep.Result == ignition.ResultFailure {
+		fmt.Fprintf(stdout, "ignite: provisioning failed; the machine waits here (set %s=reboot|poweroff|shell to change)\n", argFinishFailure)
+	}
+	unix.Sync()
+	select {} // PID 1 must not exit
+}
+
+// checkFinish validates the finish actions before anything runs, so a typo
+// is reported as such instead of after the work is done.
+func checkFinish(action, onFailure string) error {
+	for _, a := range []struct{ arg, v string }{{boot.ArgFinish, action}, {argFinishFailure, onFailure}} {
+		switch a.v {
+		case boot.Reboot, boot.Poweroff, boot.SwitchRoot, boot.Shell:
+		case "wait":
+			if a.arg == argFinishFailure {
+				continue
+			}
+			fallthrough
+		default:
+			return fmt.Errorf("%s=%q: want reboot, poweroff, switchroot or shell (and for %s also wait)", a.arg, a.v, argFinishFailure)
 		}
 	}
-	if ferr := boot.Finish(ctx, log, action); ferr != nil {
-		return errors.Join(err, ferr)
-	}
-	return err
+	return nil
 }
 
 // installer returns the install step: stream the image to dev, find the

@@ -168,8 +168,11 @@ func runCmd(ctx context.Context, mode ignition.Mode, args []string, stdout, stde
 		return printPlan(stdout, c.Plan, *output)
 	}
 	if err != nil {
-		_ = rep
-		return errSilent
+		// The report said why; keep the cause for the exit code.
+		return errors.Join(errSilent, err)
+	}
+	if rep.Result == ignition.ResultSkipped {
+		fmt.Fprintln(stderr, "ignite:", rep.Reason)
 	}
 	return nil
 }
