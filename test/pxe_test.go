@@ -60,7 +60,11 @@ func buildKindling(t *testing.T) string {
 	return bin
 }
 
-func newPXELab(t *testing.T, dhcpMode string) *pxeLab {
+// newPXELab makes the namespace and starts Kindling on it. The data
+// directory holds a profile "pxe" and a group "vm" (pxeMAC → pxe); files in
+// data (path under the data directory → contents) are written over them
+// before the server starts.
+func newPXELab(t *testing.T, dhcpMode string, data ...map[string]string) *pxeLab {
 	need(t, "ip", "qemu-system-x86_64")
 	for _, f := range []string{"/usr/lib/ipxe/undionly.kpxe", "/usr/lib/ipxe/snponly.efi"} {
 		if _, err := os.Stat(f); err != nil {
@@ -94,15 +98,21 @@ func newPXELab(t *testing.T, dhcpMode string) *pxeLab {
 		l.start("dnsmasq", dnsmasq...)
 	}
 
-	data := filepath.Join(l.dir, "data")
-	for name, body := range map[string]string{
+	dataDir := filepath.Join(l.dir, "data")
+	files := map[string]string{
 		"profiles/pxe.json": `{"id": "pxe", "boot": {"kernel": "/assets/vmlinuz-pxe-test",
 			"initrd": ["--name main /assets/initrd-pxe-test"], "args": ["initrd=main", "console=ttyS0"]}}`,
 		"groups/vm.json":          `{"id": "vm", "profile": "pxe", "selector": {"mac": "` + pxeMAC + `"}}`,
 		"assets/vmlinuz-pxe-test": "not a kernel: the test stops the VM once it has been fetched\n",
 		"assets/initrd-pxe-test":  "not an initrd\n",
-	} {
-		p := filepath.Join(data, name)
+	}
+	for _, d := range data {
+		for name, body := range d {
+			files[name] = body
+		}
+	}
+	for name, body := range files {
+		p := filepath.Join(dataDir, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +120,7 @@ func newPXELab(t *testing.T, dhcpMode string) *pxeLab {
 			t.Fatal(err)
 		}
 	}
-	args := []string{"serve", "-address", l.serverIP + ":8080", "-data-path", data, "-log-level", "debug",
+	args := []string{"serve", "-address", l.serverIP + ":8080", "-data-path", dataDir, "-log-level", "debug",
 		"-dhcp", dhcpMode, "-dhcp-interface", "kbr0", "-tftp-address", l.serverIP + ":69", "-tftp-root", "/usr/lib/ipxe"}
 	if dhcpMode == "server" {
 		args = append(args, "-dhcp-range", "10.77.0.100-10.77.0.199")
