@@ -344,7 +344,7 @@ func TestQEMUArgs(t *testing.T) {
 	st := &State{Network: "netns", Accel: "tcg", ServerURL: "http://10.77.0.1:8080"}
 	want := "-name vm1 -machine q35,graphics=off -accel tcg -m 1024 -smp 1 -display none -monitor none -serial file:/l/vm1.serial.log " +
 		"-drive file=/l/vm1.disk.raw,format=raw,if=none,id=disk0,cache=unsafe -device virtio-blk-pci,drive=disk0,bootindex=1 " +
-		"-netdev tap,id=net0,ifname=tap1,script=no,downscript=no -device virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01,bootindex=2"
+		"-netdev tap,id=net0,ifname=tap1,script=no,downscript=no -device virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01,bootindex=2 -device virtio-rng-pci"
 	if got := strings.Join(qemuArgs(cfg, st, vm, ""), " "); got != want {
 		t.Errorf("qemuArgs(BIOS, netns) =\n%s\nwant\n%s", got, want)
 	}
@@ -353,7 +353,7 @@ func TestQEMUArgs(t *testing.T) {
 	want = "-name vm1 -machine q35 -accel kvm -cpu host -m 2048 -smp 2 -display none -monitor none -serial file:/l/vm1.serial.log " +
 		"-drive if=pflash,format=raw,readonly=on,file=/ovmf/CODE.fd -drive if=pflash,format=raw,file=/l/vm1.vars.fd " +
 		"-drive file=/l/vm1.disk.raw,format=raw,if=none,id=disk0,cache=unsafe -device virtio-blk-pci,drive=disk0,bootindex=1 " +
-		"-netdev user,id=net0,bootfile=http://10.0.2.2:4567/boot.ipxe -device virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01,bootindex=2"
+		"-netdev user,id=net0,bootfile=http://10.0.2.2:4567/boot.ipxe -device virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01,bootindex=2 -device virtio-rng-pci"
 	if got := strings.Join(qemuArgs(cfg, st, vm, "/ovmf/CODE.fd"), " "); got != want {
 		t.Errorf("qemuArgs(UEFI, user, kvm) =\n%s\nwant\n%s", got, want)
 	}
