@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -19,15 +20,28 @@ import (
 // kernel's ephemeral range (32768 and up by default): a port from the
 // ephemeral range can be taken by any outgoing connection between this
 // check and the bind by etcd, which made the tests flaky.
+// handedOut are the ports freePort returned already: a port is closed
+// when handed out, so without this two members could get the same one.
+var (
+	handedMu  sync.Mutex
+	handedOut = map[int]bool{}
+)
+
 func freePort(t *testing.T) int {
 	t.Helper()
+	handedMu.Lock()
+	defer handedMu.Unlock()
 	for i := 0; i < 200; i++ {
 		port := 20000 + rand.IntN(12000)
+		if handedOut[port] {
+			continue
+		}
 		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			continue
 		}
 		ln.Close()
+		handedOut[port] = true
 		return port
 	}
 	t.Fatal("no free port in 20000-31999")

@@ -115,6 +115,9 @@ type ignitionFile struct {
 	static []byte // raw Ignition, or Butane without template actions, validated
 	tmpl   *template.Template
 	bound  bool // as text.bound
+	// warnings are Butane's warnings for a static file (e.g. an unused
+	// key: a misplaced field that would otherwise vanish silently).
+	warnings string
 }
 
 // Problem is one thing wrong with one file of the data directory.
@@ -267,6 +270,9 @@ func Load(fsys fs.FS, opts Options) (*Catalog, error) {
 		if err != nil {
 			l.problems = append(l.problems, Problem{file, err})
 			continue
+		}
+		if f.warnings != "" {
+			l.warn(file, "butane: %s", strings.ReplaceAll(f.warnings, "\n", "; "))
 		}
 		c.ignition[name] = f
 		c.sources[file] = src
@@ -451,11 +457,11 @@ func (c *Catalog) loadIgnition(name string, src []byte, opts Options) (*ignition
 	}
 	if !bytes.Contains(src, []byte("{{")) {
 		// Nothing machine-specific: transpile once, now.
-		out, _, err := render.Butane(src, render.ButaneOptions{Strict: opts.ButaneStrict})
+		out, warnings, err := render.Butane(src, render.ButaneOptions{Strict: opts.ButaneStrict})
 		if err != nil {
 			return nil, err
 		}
-		f.static = out
+		f.static, f.warnings = out, warnings
 		return f, nil
 	}
 	t, err := c.newTemplate("ignition/"+name, string(src))

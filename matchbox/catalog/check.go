@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/kindlingboot/kindling/groups"
+	"github.com/kindlingboot/kindling/matchbox/render"
 )
 
 // check renders each group's configs with labels made from its own
@@ -83,6 +84,11 @@ func (c *Catalog) checkGroups(gs []*groups.Group, all bool, want func(p *Profile
 				req = Request{Labels: l, RawQuery: q.Encode(), Host: "kindling.invalid:8080"}
 			}
 			_, err := c.render(k.kind, m, req)
+			if err == nil && k.kind == Ignition {
+				if w := c.butaneWarnings(p.IgnitionID, m, req); w != "" {
+					warnings = append(warnings, Problem{File: "groups/" + g.ID + ".json", Err: fmt.Errorf("rendering ignition/%s for this group: butane: %s", p.IgnitionID, w)})
+				}
+			}
 			if err == nil || errors.Is(err, ErrNotConfigured) {
 				continue
 			}
@@ -106,6 +112,22 @@ func (c *Catalog) checkGroups(gs []*groups.Group, all bool, want func(p *Profile
 		}
 	}
 	return problems, warnings
+}
+
+// butaneWarnings are Butane's warnings (e.g. an unused key: a misplaced
+// field that would vanish silently) for a templated config as rendered for
+// m; static files report theirs at load.
+func (c *Catalog) butaneWarnings(name string, m Match, req Request) string {
+	f := c.ignition[name]
+	if f == nil || f.tmpl == nil {
+		return ""
+	}
+	src, err := render.Execute(f.tmpl, Vars(m, req))
+	if err != nil {
+		return ""
+	}
+	_, w, _ := render.Butane(src, render.ButaneOptions{})
+	return strings.ReplaceAll(w, "\n", "; ")
 }
 
 // Check renders every group's configs as its machines would ask for them

@@ -398,6 +398,9 @@ func (a *applier) config(dir, name string, data []byte) {
 				a.l.fail(a.file, "%w", err)
 				return
 			}
+			if f.warnings != "" {
+				a.l.warn(a.file, "butane: %s", strings.ReplaceAll(f.warnings, "\n", "; "))
+			}
 			n.ignition[name] = f
 		}
 	case "generic", "templates":
