@@ -359,3 +359,38 @@ func BenchmarkApplyGroupProfiles(b *testing.B) {
 		c = next
 	}
 }
+
+// TestButaneWarnings: a misplaced key in a Butane config is a warning
+// naming it, at load for a static file and in Check for a template.
+func TestButaneWarnings(t *testing.T) {
+	fsys := baseFS()
+	fsys["profiles/w.json"] = file(`{"id":"w","boot":{"kernel":"/k"},"ignition_id":"w.yaml"}`)
+	fsys["profiles/t.json"] = file(`{"id":"t","boot":{"kernel":"/k"},"ignition_id":"t.yaml"}`)
+	fsys["groups/w.json"] = file(`{"id":"w","profile":"w","selector":{"os":"w"}}`)
+	fsys["groups/t.json"] = file(`{"id":"t","profile":"t","selector":{"os":"t"}}`)
+	fsys["ignition/w.yaml"] = file("variant: fcos\nversion: 1.5.0\npasswd:\n  groups:\n    - name: g\n      ssh_authorized_keys: [x]\n")
+	fsys["ignition/t.yaml"] = file("variant: fcos\nversion: 1.5.0\npasswd:\n  groups:\n    - name: g{{.os}}\n      ssh_authorized_keys: [x]\n")
+	c, err := Load(fsys, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, w := range c.Warnings {
+		if w.File == "ignition/w.yaml" && strings.Contains(w.Err.Error(), "unused key ssh_authorized_keys") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("load warnings = %v, want ignition/w.yaml's unused key", c.Warnings)
+	}
+	_, warnings := c.Check()
+	found = false
+	for _, w := range warnings {
+		if w.File == "groups/t.json" && strings.Contains(w.Err.Error(), "unused key ssh_authorized_keys") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("Check warnings = %v, want group t's rendering of t.yaml to warn of the unused key", warnings)
+	}
+}
