@@ -67,6 +67,9 @@ type Config struct {
 	Plan *stages.Plan
 	// Agent names the agent in the report, e.g. "ignite v1.2.3".
 	Agent string
+	// ConfigTimeout bounds fetching the config itself, retries included, so
+	// a server that keeps failing ends in a reported failure; 0 means 2 min.
+	ConfigTimeout time.Duration
 	// HTTPClient posts the report; nil means a client with a 10 s timeout.
 	HTTPClient *http.Client
 	// Install, when set, writes an OS image to a disk before the disks
@@ -296,7 +299,16 @@ func (r *runner) acquire(ctx context.Context) ([]byte, string, error) {
 		}
 		where := fetch.Redact(src)
 		r.log.Info("fetching config", "url", where)
-		data, err := r.f.FetchURL(ctx, src)
+		limit := r.c.ConfigTimeout
+		if limit == 0 {
+			limit = 2 * time.Minute
+		}
+		fctx, cancel := context.WithTimeout(ctx, limit)
+		defer cancel()
+		data, err := r.f.FetchURL(fctx, src)
+		if err != nil && ctx.Err() == nil && fctx.Err() != nil {
+			err = fmt.Errorf("gave up after %s: %w", limit, err)
+		}
 		if err != nil {
 			return nil, where, fmt.Errorf("fetching config %s: %w", where, err)
 		}

@@ -5,11 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -179,5 +182,22 @@ func TestRerunDoesNotWipe(t *testing.T) {
 		if s.Name == "disks" {
 			t.Errorf("the second run ran the disks stage: %+v", rep.Stages)
 		}
+	}
+}
+
+// TestConfigFetchGivesUp: a server that keeps failing ends the run with a
+// reported failure instead of retrying forever.
+func TestConfigFetchGivesUp(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "template error", http.StatusInternalServerError)
+	}))
+	defer srv.Close()
+	start := time.Now()
+	rep, err := Run(context.Background(), Config{Mode: ModeApply, Root: t.TempDir(), Source: srv.URL + "/ignition", ConfigTimeout: time.Second})
+	if err == nil || rep.Result != ResultFailure || rep.Stage != "fetch" || !strings.Contains(err.Error(), "gave up after 1s") || !strings.Contains(err.Error(), "500") {
+		t.Errorf("Run against a failing server = %+v, %v; want a fetch failure that gave up after 1s naming the 500", rep, err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("gave up after %s, want about 1s", d)
 	}
 }
