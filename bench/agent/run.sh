@@ -34,7 +34,7 @@ echo "ignite run: partition + ext4 + 20 files + 2 users + 3 units on a 1 GiB loo
 for r in $(seq 1 "$runs"); do
   root="$work/root$r"; mkdir -p "$root"
   start=$(date +%s%N)
-  "$work/ignite" run -firstboot -config "$work/config.ign" -root "$root" -log-level warn >"$work/out$r" 2>&1 || { cat "$work/out$r"; exit 1; }
+  "$work/ignite" run -firstboot -force -config "$work/config.ign" -root "$root" -log-level warn >"$work/out$r" 2>&1 || { cat "$work/out$r"; exit 1; }
   end=$(date +%s%N)
   stages=$(sed -n 's/^KINDLING-REPORT //p' "$work/out$r" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(" ".join("%s=%dms" % (s["name"], s["duration_ms"]) for s in r["stages"]))')
   echo "run $r: $(( (end - start) / 1000000 )) ms  ($stages)"

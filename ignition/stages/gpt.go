@@ -205,6 +205,37 @@ func readDiskTable(dev string, pttype func(dev string) (string, error)) (gptTabl
 	return t, nil
 }
 
+// zapTable destroys the partition table of dev the way sgdisk --zap-all
+// does: it zeroes the MBR, the primary GPT header and entries (the first 34
+// logical sectors) and the backup GPT (the last 33), and syncs. Partition
+// data is untouched, as with sgdisk.
+func zapTable(dev string) error {
+	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	ss, err := logicalSectorSize(f)
+	if err != nil {
+		return fmt.Errorf("reading the logical sector size of %s: %w", dev, err)
+	}
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return fmt.Errorf("reading the size of %s: %w", dev, err)
+	}
+	head, tail := 34*ss, 33*ss
+	if size < head+tail {
+		return fmt.Errorf("%s is %d bytes, too small for a GPT", dev, size)
+	}
+	if _, err := f.WriteAt(make([]byte, head), 0); err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(make([]byte, tail), size-tail); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
 // logicalSectorSize returns the logical sector size of a block device, or
 // 512 for a regular file.
 func logicalSectorSize(f *os.File) (int64, error) {

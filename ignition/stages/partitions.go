@@ -67,15 +67,14 @@ func (r *diskRun) partitionDisk(ctx context.Context, d types.Disk) error {
 		if busy := sortedNumbers(partUse); len(busy) > 0 {
 			return Failf(op, "refusing to wipe the partition table: partition %d is %s", busy[0], partUse[busy[0]])
 		}
-		r.env.Record("disks", "wipe", d.Device, "wipe the partition table (sgdisk --zap-all)")
+		r.env.Record("disks", "wipe", d.Device, "wipe the partition table (MBR and both GPT copies)")
 		if !planning {
 			r.env.Logger().Info("wiping the partition table", "device", d.Device)
-			if _, err := r.env.Command(ctx, nil, "sgdisk", "--zap-all", dev); err != nil {
-				// sgdisk exits 2 after zapping a damaged table; once more
-				// succeeds on what is left.
-				if _, err := r.env.Command(ctx, nil, "sgdisk", "--zap-all", dev); err != nil {
-					return Fail(op, fmt.Errorf("wiping the partition table: %w", err))
-				}
+			// What sgdisk --zap-all does, without the second each
+			// sgdisk write costs (it pauses before re-reading the
+			// table); the kernel is told below, after the new table.
+			if err := zapTable(dev); err != nil {
+				return Fail(op, fmt.Errorf("wiping the partition table: %w", err))
 			}
 		}
 	}
