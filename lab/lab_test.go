@@ -569,3 +569,18 @@ func mustAbs(t *testing.T, p string) string {
 	}
 	return a
 }
+
+func TestEventTextFailures(t *testing.T) {
+	for _, tc := range []struct {
+		e    events.Event
+		want string
+	}{
+		{events.Event{Source: "http", Step: "ignition", Group: "g", Profile: "p"}, "Ignition config served (group=g profile=p)"},
+		{events.Event{Source: "http", Step: "ignition", Group: "g", Profile: "p", Error: "500 rendering failed"}, "Ignition config failed (group=g profile=p): 500 rendering failed"},
+		{events.Event{Source: "http", Step: "ipxe", Error: "404 no group matches"}, "ipxe script failed: 404 no group matches"},
+	} {
+		if got := eventText(tc.e); got != tc.want {
+			t.Errorf("eventText(%+v) = %q, want %q", tc.e, got, tc.want)
+		}
+	}
+}

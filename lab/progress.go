@@ -189,6 +189,16 @@ func eventText(e events.Event) string {
 			s = "TFTP " + e.File + " failed"
 		}
 	case "http":
+		switch {
+		case e.Error != "" && e.Step != "asset":
+			// A machine request the server could not answer (its log has
+			// the same reason).
+			what := map[string]string{"ipxe": "ipxe script", "ignition": "Ignition config"}[e.Step]
+			if what == "" {
+				what = e.Step
+			}
+			return what + " failed" + match + ": " + e.Error
+		}
 		switch e.Step {
 		case "boot.ipxe":
 			s = "iPXE running: boot.ipxe served"

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"testing/fstest"
 
@@ -112,5 +113,35 @@ func TestIPXEBinariesOverHTTP(t *testing.T) {
 		if string(b) != want {
 			t.Errorf("GET %s = %d %q, want %q", path, resp.StatusCode, b, want)
 		}
+	}
+}
+
+// TestFailedRequestsAreEvents: a machine request the server cannot answer
+// (no group, a config that does not render) is in the machine's events
+// with the reason, so an operator sees where its boot stopped.
+func TestFailedRequestsAreEvents(t *testing.T) {
+	c, err := catalog.Load(fstest.MapFS{
+		"profiles/p.json":   {Data: []byte(`{"id":"p","boot":{"kernel":"/assets/k"},"ignition_id":"c.yaml"}`)},
+		"groups/node1.json": {Data: []byte(`{"id":"node1","profile":"p","selector":{"mac":"52:54:00:00:00:01"}}`)},
+		"ignition/c.yaml":   {Data: []byte("variant: fcos\nversion: 1.5.0\nstorage:\n  files:\n    - path: /etc/x\n      contents:\n        inline: {{.request.query.missing}}\n")},
+	}, catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := events.NewLog(0, 0)
+	srv := httptest.NewServer(web.NewHandler(web.Config{Catalog: func() *catalog.Catalog { return c }, Events: log}))
+	defer srv.Close()
+	for _, p := range []string{"/ignition?mac=52:54:00:00:00:01", "/ipxe?mac=52:54:00:00:00:02"} {
+		resp, err := http.Get(srv.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if evs := log.Events("52:54:00:00:00:01"); len(evs) != 1 || evs[0].Step != "ignition" || evs[0].Group != "node1" || !strings.HasPrefix(evs[0].Error, "500 ") {
+		t.Errorf("events of a machine whose config fails to render = %+v, want one ignition event with the 500 reason", evs)
+	}
+	if evs := log.Events("52:54:00:00:00:02"); len(evs) != 1 || evs[0].Step != "ipxe" || !strings.Contains(evs[0].Error, "no group matches") {
+		t.Errorf("events of a machine no group matches = %+v, want one ipxe event saying so", evs)
 	}
 }

@@ -172,6 +172,29 @@ func (s *server) bootIPXE(w http.ResponseWriter, r *http.Request) {
 	text(w, http.StatusOK, BootIPXE)
 }
 
+// recordFailure adds a failed machine request to the machine's events, so
+// /events (and kindling lab) show why a boot stopped, not only the log.
+func (s *server) recordFailure(r *http.Request, endpoint string, labels groups.Labels, m *catalog.Match, why string) {
+	if s.Events == nil {
+		return
+	}
+	mac := labels["mac"]
+	if mac == "" {
+		mac = s.macFor(remoteIP(r))
+	}
+	if len(why) > 300 {
+		why = why[:300] + "…"
+	}
+	e := events.Event{MAC: mac, Source: "http", Step: endpoint, IP: remoteIP(r), File: r.URL.Path, Error: why}
+	if m != nil && m.Group != nil {
+		e.Group = m.Group.ID
+		if m.Profile != nil {
+			e.Profile = m.Profile.ID
+		}
+	}
+	s.record(e)
+}
+
 func (s *server) macFor(ip string) string {
 	if s.MACFor == nil {
 		return ""
@@ -253,6 +276,7 @@ func (s *server) machine(endpoint string, kind catalog.Kind) http.HandlerFunc {
 				slog.String("mac", labels["mac"]), slog.String("uuid", labels["uuid"]), slog.String("ip", remoteIP(r)),
 				slog.String("query", r.URL.RawQuery))
 			text(w, http.StatusNotFound, fmt.Sprintf("404 not found: no group matches %s (kindling select %s explains why)\n", describe(labels), selectArgs(labels)))
+			s.recordFailure(r, endpoint, labels, nil, "404 no group matches")
 			return
 		}
 		s.selected(m.Group.ID)
@@ -265,10 +289,12 @@ func (s *server) machine(endpoint string, kind catalog.Kind) http.HandlerFunc {
 		case errors.Is(err, catalog.ErrNotConfigured):
 			s.Logger.LogAttrs(r.Context(), slog.LevelWarn, "not configured", append(attrs, slog.String("error", err.Error()))...)
 			text(w, http.StatusNotFound, "404 not found: "+err.Error()+"\n")
+			s.recordFailure(r, endpoint, labels, &m, "404 "+err.Error())
 			return
 		case err != nil:
 			s.Logger.LogAttrs(r.Context(), slog.LevelError, "render failed", append(attrs, slog.String("error", err.Error()))...)
 			text(w, http.StatusInternalServerError, "500 internal server error: "+err.Error()+"\n")
+			s.recordFailure(r, endpoint, labels, &m, "500 "+err.Error())
 			return
 		}
 		mac := labels["mac"]
