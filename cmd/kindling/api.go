@@ -16,6 +16,7 @@ import (
 
 	"github.com/kindlingboot/kindling/groups"
 	"github.com/kindlingboot/kindling/matchbox/api/client"
+	"github.com/kindlingboot/kindling/matchbox/catalog"
 	"github.com/kindlingboot/kindling/profiles"
 )
 
@@ -306,8 +307,8 @@ func (a apiRun) put(pos []string, name string, data []byte) error {
 	}
 	switch a.kind {
 	case "group":
-		var g groups.Group
-		if err := decodeStrict(data, &g, "id, name, profile, selector, metadata"); err != nil {
+		g, err := catalog.DecodeGroup(data)
+		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		if err := reconcileID(&g.ID, id, name); err != nil {
@@ -319,8 +320,8 @@ func (a apiRun) put(pos []string, name string, data []byte) error {
 		}
 		return a.printOne(*stored)
 	case "profile":
-		var p profiles.Profile
-		if err := decodeStrict(data, &p, "id, name, boot, ignition_id, generic_id, cloud_id, ipxe_template, grub_template"); err != nil {
+		p, err := catalog.DecodeProfile(data)
+		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		if err := reconcileID(&p.ID, id, name); err != nil {
@@ -433,33 +434,6 @@ func selectorCell(s groups.Selector) string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ",")
-}
-
-// decodeStrict decodes one JSON object as the data-directory loader does:
-// unknown fields are errors (a typo would otherwise vanish), numbers keep
-// their exact text, and syntax errors carry a line and column.
-func decodeStrict(src []byte, v any, valid string) error {
-	dec := json.NewDecoder(bytes.NewReader(src))
-	dec.DisallowUnknownFields()
-	dec.UseNumber()
-	if err := dec.Decode(v); err != nil {
-		var syn *json.SyntaxError
-		var typ *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &syn):
-			line := bytes.Count(src[:max(0, min(int(syn.Offset)-1, len(src)))], []byte("\n")) + 1
-			return fmt.Errorf("line %d: invalid JSON: %v", line, syn)
-		case errors.As(err, &typ):
-			return fmt.Errorf("field %q: %s is not valid here (want %s)", typ.Field, typ.Value, typ.Type)
-		case strings.HasPrefix(err.Error(), "json: unknown field"):
-			return fmt.Errorf("%s (valid fields: %s)", strings.TrimPrefix(err.Error(), "json: "), valid)
-		}
-		return fmt.Errorf("invalid JSON: %w", err)
-	}
-	if dec.More() {
-		return errors.New("more than one JSON value; want one object")
-	}
-	return nil
 }
 
 // selectRemote asks the server at -endpoint which group and profile a
