@@ -172,7 +172,7 @@ func TestAPIErrors(t *testing.T) {
 			"profile list: connecting to " + srv.Endpoint + ": unauthenticated: the server requires a client certificate (remote error: tls: certificate required)"},
 		{"invalid on the server", env, "", []string{"group", "put", "-f", badMAC}, 1, `group put: m: invalid argument: group m: field "selector.mac": bad label: mac "nope" is not a MAC address…`},
 		{"unknown field", env, "", []string{"group", "put", "-f", bad}, 1, "group put: " + bad + `: unknown field "selectors" (valid fields: id, name, profile, selector, metadata)`},
-		{"bad JSON", env, "", []string{"group", "put", "-f", syntax}, 1, "group put: " + syntax + ": line 3: invalid JSON…"},
+		{"bad JSON", env, "", []string{"group", "put", "-f", syntax}, 1, "group put: " + syntax + ": line 3, column 1: invalid JSON…"},
 		{"empty stdin", env, "", []string{"profile", "put", "p"}, 1, "profile put: standard input is empty; want the profile as a JSON object"},
 		{"missing file", env, "", []string{"group", "put", "-f", filepath.Join(dir, "nope.json")}, 1, "group put: reading " + filepath.Join(dir, "nope.json") + ": open …"},
 
