@@ -123,14 +123,7 @@ func (s *server) getReport(w http.ResponseWriter, r *http.Request) {
 	} else {
 		body = s.Reports.All()
 	}
-	b, err := json.MarshalIndent(body, "", "  ")
-	if err != nil {
-		text(w, http.StatusInternalServerError, "500 internal server error: "+err.Error()+"\n")
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Write(append(b, '\n'))
+	writeJSON(w, body)
 }
 
 func quote(s string) string {

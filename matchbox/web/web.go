@@ -236,6 +236,12 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 	} else {
 		body = map[string][]string{"macs": s.Events.MACs()}
 	}
+	writeJSON(w, body)
+}
+
+// writeJSON writes body as indented JSON that no cache keeps (live state:
+// events, reports).
+func writeJSON(w http.ResponseWriter, body any) {
 	b, err := json.MarshalIndent(body, "", "  ")
 	if err != nil {
 		text(w, http.StatusInternalServerError, "500 internal server error: "+err.Error()+"\n")
