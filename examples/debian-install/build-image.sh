@@ -17,13 +17,19 @@
 #
 # Needs root (loop devices, mount, chroot), debootstrap, gdisk, e2fsprogs,
 # dosfstools, mtools, zerofree, zstd, and Debian's package mirror (MIRROR). Settings through
-# the environment: SUITE (bookworm), MIRROR (http://deb.debian.org/debian),
+# the environment: SUITE (bookworm), MIRROR (the host's apt mirror, else http://deb.debian.org/debian),
 # SIZE (1536M), KERNEL (linux-image-cloud-amd64), EXTRA (extra packages,
 # space-separated; default curl).
 set -eu
 
 OUT=${1:?usage: build-image.sh OUTDIR}
 SUITE=${SUITE:-bookworm}
+# The host's own Debian mirror when it has one (CI machines reach only
+# their package registries), else Debian's.
+if [ -z "${MIRROR:-}" ]; then
+	MIRROR=$(sed -n 's|^URIs: *\([^ ]*/debian\)/*$|\1|p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)
+	[ -n "$MIRROR" ] || MIRROR=$(sed -n 's|^deb  *\(http[^ ]*/debian\)/* .*|\1|p' /etc/apt/sources.list 2>/dev/null | head -n1)
+fi
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 SIZE=${SIZE:-1536M}
 KERNEL=${KERNEL:-linux-image-cloud-amd64}
