@@ -129,8 +129,9 @@ func fileOnDevice(dev string, types []string, rel string) (bool, error) {
 	return false, fmt.Errorf("mounting %s read-only: %s", dev, strings.Join(errs, "; "))
 }
 
-// remountRoot mounts the config's filesystem for / at Root again after
-// the umount stage, for a switch into it.
+// remountRoot mounts the config's filesystem for / at Root, for a switch
+// into it: again after the umount stage, or for a run that found the root
+// already provisioned.
 func (r *runner) remountRoot() error {
 	for _, fs := range r.cfg.Storage.Filesystems {
 		if fs.Path == nil || filepath.Clean(*fs.Path) != "/" || fs.Format == nil {

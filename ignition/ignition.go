@@ -145,6 +145,10 @@ func (r *runner) run(ctx context.Context) error {
 		if where, done := r.provisionedOnDisk(ctx); done {
 			r.report.Result = ResultSkipped
 			r.report.Reason = fmt.Sprintf("%s already holds %s (-force runs again)", where, ResultFile)
+			if c.KeepRootMounted {
+				// The boot goes on into the provisioned root.
+				return r.remountRoot()
+			}
 			return nil
 		}
 	}

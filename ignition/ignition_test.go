@@ -183,6 +183,17 @@ func TestRerunDoesNotWipe(t *testing.T) {
 			t.Errorf("the second run ran the disks stage: %+v", rep.Stages)
 		}
 	}
+	// Headed for a switch into the root, a skipped run leaves it mounted.
+	root := t.TempDir()
+	rep, err = Run(context.Background(), Config{Mode: ModeRun, Firstboot: true, Root: root, Source: cfg, KeepRootMounted: true})
+	if err != nil || rep.Result != ResultSkipped {
+		t.Fatalf("third run (KeepRootMounted) = %+v, %v; want skipped", rep, err)
+	}
+	b, err := os.ReadFile(filepath.Join(root, "etc/motd"))
+	exec.Command("umount", root).Run()
+	if string(b) != "hi" {
+		t.Errorf("with KeepRootMounted, %s/etc/motd = %q (%v), want the provisioned root mounted there", root, b, err)
+	}
 }
 
 // TestConfigFetchGivesUp: a server that keeps failing ends the run with a
