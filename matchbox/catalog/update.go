@@ -257,11 +257,36 @@ func (c *Catalog) fileFor(kind, id string) string {
 	}
 	name := kind + "/" + id + ".json"
 	for i := 2; ; i++ {
-		if other, taken := c.idOf[name]; !taken || other == id {
+		if !c.fileTaken(kind, name, id) {
 			return name
 		}
 		name = fmt.Sprintf("%s/%s.%d.json", kind, id, i)
 	}
+}
+
+// fileTaken reports whether file holds an object other than kind/id: one
+// loaded from a file not named after it (idOf), or the object named after
+// the file itself.
+func (c *Catalog) fileTaken(kind, file, id string) bool {
+	if other, ok := c.idOf[file]; ok {
+		return other != id
+	}
+	stem := strings.TrimSuffix(strings.TrimPrefix(file, kind+"/"), ".json")
+	if stem == id {
+		return false
+	}
+	if _, elsewhere := c.fileOf[kind+"/"+stem]; elsewhere {
+		return false // stem's object lives in another file
+	}
+	switch kind {
+	case "groups":
+		_, ok := c.groups[stem]
+		return ok
+	case "profiles":
+		_, ok := c.profiles[stem]
+		return ok
+	}
+	return false
 }
 
 // idIn is the ID of the kind object file holds, if any.

@@ -236,6 +236,7 @@ func TestApplyRenamedFile(t *testing.T) {
 func TestApplyNameTaken(t *testing.T) {
 	fsys := baseFS()
 	fsys["groups/a.json"] = file(`{"id":"b","profile":"live","selector":{"os":"b"}}`)
+	fsys["groups/a.2.json"] = file(`{"id":"a.2","profile":"live","selector":{"os":"a2"}}`)
 	c, err := Load(fsys, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -248,7 +249,7 @@ func TestApplyNameTaken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"a", "b"} {
+	for _, id := range []string{"a", "b", "a.2"} {
 		if _, ok := c2.Group(id); !ok {
 			t.Errorf("after writing group a to %s, group %s is gone", f, id)
 		}
