@@ -2,6 +2,7 @@ package ignition
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -67,26 +68,31 @@ func readFromDevice(ctx context.Context, log *slog.Logger, label, path string) (
 
 // provisionedOnDisk looks for the result file on the filesystems the config
 // mounts at / or /etc and on Config.ProbeDevices, each mounted read-only in
-// a temporary directory. A device that is missing, or holds no filesystem
-// of the configured type, is not provisioned. It returns where the file was
-// found.
-func (r *runner) provisionedOnDisk(ctx context.Context) (string, bool) {
+// a temporary directory. A device that is absent, or holds no filesystem of
+// the configured type, is not provisioned; any other failure to look is an
+// error, so that the disks stage never wipes a disk that could not be
+// checked. It returns where the file was found.
+func (r *runner) provisionedOnDisk(ctx context.Context) (string, bool, error) {
 	type probe struct {
 		dev, rel string
 		types    []string
 	}
 	var probes []probe
+	env := &stages.Env{Log: r.log}
 	for _, fs := range r.cfg.Storage.Filesystems {
-		if fs.Path == nil || fs.Format == nil {
+		if fs.Path == nil || fs.Format == nil || *fs.Format == "swap" || *fs.Format == "none" {
 			continue
 		}
 		p := filepath.Clean(*fs.Path)
 		if p != "/" && p != "/etc" {
 			continue
 		}
-		dev, err := stages.ResolveDevice(fs.Device)
-		if err != nil {
+		dev, err := stages.ProbeDevice(ctx, env, fs.Device)
+		if errors.Is(err, os.ErrNotExist) {
 			continue
+		}
+		if err != nil {
+			return "", false, fmt.Errorf("checking %s for an earlier run: %w", fs.Device, err)
 		}
 		probes = append(probes, probe{dev, strings.TrimPrefix(ResultFile, strings.TrimSuffix(p, "/")), []string{*fs.Format}})
 	}
@@ -94,39 +100,60 @@ func (r *runner) provisionedOnDisk(ctx context.Context) (string, bool) {
 		probes = append(probes, probe{dev, ResultFile, []string{"ext4", "xfs", "btrfs"}})
 	}
 	for _, p := range probes {
-		if ctx.Err() != nil {
-			return "", false
+		found, err := fileOnDevice(p.dev, p.types, p.rel)
+		if err != nil {
+			return "", false, fmt.Errorf("checking %s for an earlier run: %w", p.dev, err)
 		}
-		if found, err := fileOnDevice(p.dev, p.types, p.rel); err != nil {
-			r.log.Debug("probing for an earlier run", "dev", p.dev, "err", err)
-		} else if found {
-			return p.dev, true
+		if found {
+			return p.dev, true, nil
 		}
 	}
-	return "", false
+	return "", false, nil
 }
 
 // fileOnDevice mounts dev read-only (trying each type) and reports whether
-// rel exists in it.
+// rel exists in it. A device holding no filesystem of those types (the
+// kernel says EINVAL) does not have it.
 func fileOnDevice(dev string, types []string, rel string) (bool, error) {
 	dir, err := os.MkdirTemp("", "ignite-probe-")
 	if err != nil {
 		return false, err
 	}
 	defer os.Remove(dir)
-	var errs []string
 	for _, t := range types {
-		if err := unix.Mount(dev, dir, t, unix.MS_RDONLY, ""); err != nil {
-			errs = append(errs, t+": "+err.Error())
-			continue
+		err := unix.Mount(dev, dir, t, unix.MS_RDONLY, "")
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENODEV) {
+			continue // not this type (or the kernel lacks it)
 		}
-		_, serr := os.Lstat(filepath.Join(dir, rel))
+		if err != nil {
+			return false, fmt.Errorf("mounting %s (%s) read-only: %w", dev, t, err)
+		}
+		found, serr := lstatIn(dir, rel)
 		if err := unix.Unmount(dir, 0); err != nil {
-			return false, fmt.Errorf("unmounting the probe of %s: %w", dev, err)
+			if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+				return false, fmt.Errorf("unmounting the probe of %s: %w", dev, err)
+			}
 		}
-		return serr == nil, nil
+		return found, serr
 	}
-	return false, fmt.Errorf("mounting %s read-only: %s", dev, strings.Join(errs, "; "))
+	return false, nil
+}
+
+// lstatIn reports whether rel exists inside dir, resolving links inside it.
+func lstatIn(dir, rel string) (bool, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return false, err
+	}
+	defer root.Close()
+	_, err = root.Lstat(strings.TrimPrefix(rel, "/"))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, os.ErrNotExist):
+		return false, nil
+	}
+	return false, err
 }
 
 // remountRoot mounts the config's filesystem for / at Root, for a switch

@@ -142,12 +142,17 @@ func (r *runner) run(ctx context.Context) error {
 	// result file on the disks themselves before the disks stage may wipe
 	// them: a PXE profile passes ignition.firstboot on every boot.
 	if c.Mode == ModeRun && !c.Force {
-		if where, done := r.provisionedOnDisk(ctx); done {
+		where, done, err := r.provisionedOnDisk(ctx)
+		if err != nil {
+			r.report.Stage = "disks"
+			return fmt.Errorf("%w; nothing was changed (-force skips this check)", err)
+		}
+		if done {
 			r.report.Result = ResultSkipped
 			r.report.Reason = fmt.Sprintf("%s already holds %s (-force runs again)", where, ResultFile)
 			if c.KeepRootMounted {
 				// The boot goes on into the provisioned root.
-				return r.remountRoot()
+				return r.stage(ctx, "mount", func(context.Context) error { return r.remountRoot() })
 			}
 			return nil
 		}
@@ -188,9 +193,12 @@ func (r *runner) run(ctx context.Context) error {
 		// In an initramfs the root is only there once mounted: check again.
 		if !c.Force {
 			if done, _ := r.provisioned(); done {
-				r.unmount(ctx, unmount)
 				r.report.Result = ResultSkipped
 				r.report.Reason = fmt.Sprintf("%s is already provisioned (%s exists; -force runs again)", c.Root, ResultFile)
+				if c.KeepRootMounted {
+					return nil // mounted, and the boot goes on into it
+				}
+				r.unmount(ctx, unmount)
 				return nil
 			}
 		}

@@ -176,6 +176,22 @@ func ResolveDevice(path string) (string, error) {
 	return resolveDevice(context.Background(), &Env{}, path)
 }
 
+// ProbeDevice is ResolveDevice for a device that may hold data: a
+// partition the disk's table has and the kernel does not know yet is added
+// to the kernel first (partx), without waiting for devices to appear. A
+// device that is not there is an error wrapping os.ErrNotExist.
+func ProbeDevice(ctx context.Context, env *Env, path string) (string, error) {
+	dev, err := resolveDevice(ctx, env, path)
+	var nk *partitionNotInKernelError
+	if errors.As(err, &nk) {
+		if _, perr := env.Command(ctx, nil, "partx", "--add", "--nr", strconv.Itoa(nk.number), nk.disk); perr != nil {
+			return "", fmt.Errorf("%w (adding it: %v)", err, perr)
+		}
+		dev, err = resolveDevice(ctx, env, path)
+	}
+	return dev, err
+}
+
 // partitionNotInKernelError reports a partition that the disk's table has
 // and the kernel does not.
 type partitionNotInKernelError struct {

@@ -206,8 +206,8 @@ func readDiskTable(dev string, pttype func(dev string) (string, error)) (gptTabl
 }
 
 // zapTable destroys the partition table of dev the way sgdisk --zap-all
-// does: it zeroes the MBR, the primary GPT header and entries (the first 34
-// logical sectors) and the backup GPT (the last 33), and syncs. Partition
+// does: it zeroes the MBR, the primary GPT header and entries and the
+// backup GPT (for 512-byte sectors the first 34 and the last 33), and syncs. Partition
 // data is untouched, as with sgdisk.
 func zapTable(dev string) error {
 	f, err := os.OpenFile(dev, os.O_WRONLY, 0)
@@ -223,7 +223,10 @@ func zapTable(dev string) error {
 	if err != nil {
 		return fmt.Errorf("reading the size of %s: %w", dev, err)
 	}
-	head, tail := 34*ss, 33*ss
+	// MBR + header + a 16 KiB entry array at the start; entries + header
+	// at the end (34 and 33 sectors of 512 bytes, 6 and 5 of 4096).
+	ents := (128*128 + ss - 1) / ss
+	head, tail := (2+ents)*ss, (1+ents)*ss
 	if size < head+tail {
 		return fmt.Errorf("%s is %d bytes, too small for a GPT", dev, size)
 	}
