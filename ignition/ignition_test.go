@@ -212,3 +212,18 @@ func TestConfigFetchGivesUp(t *testing.T) {
 		t.Errorf("gave up after %s, want about 1s", d)
 	}
 }
+
+func TestReportBounded(t *testing.T) {
+	r := &Report{Result: ResultFailure, Error: strings.Repeat("e", 10000)}
+	for i := 0; i < 500; i++ {
+		r.Warnings = append(r.Warnings, strings.Repeat("w", 300))
+	}
+	b := r.bounded()
+	if len(b.Warnings) != 21 || len(b.Error) > 4200 || len(r.Warnings) != 500 {
+		t.Errorf("bounded: %d warnings, %d bytes of error (original %d warnings); want 21, ≤ 4200, 500 untouched", len(b.Warnings), len(b.Error), len(r.Warnings))
+	}
+	small := &Report{Result: ResultSuccess}
+	if small.bounded() != small {
+		t.Errorf("a small report was copied")
+	}
+}

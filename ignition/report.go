@@ -76,13 +76,37 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "KINDLING-REPORT %s\n", b)
 }
 
+// maxPost keeps a posted report under the server's 64 KiB limit.
+const maxPost = 60 << 10
+
+// bounded is r, shortened when it would be too big to post: at most 20
+// warnings and 4 KiB of error text.
+func (r *Report) bounded() *Report {
+	if b, err := json.Marshal(r); err == nil && len(b) <= maxPost {
+		return r
+	}
+	c := *r
+	if len(c.Warnings) > 20 {
+		c.Warnings = append(c.Warnings[:20:20], fmt.Sprintf("… and %d more warnings (see the console)", len(r.Warnings)-20))
+	}
+	for i, w := range c.Warnings {
+		if len(w) > 1024 {
+			c.Warnings[i] = w[:1024] + "…"
+		}
+	}
+	if len(c.Error) > 4096 {
+		c.Error = c.Error[:4096] + "… (truncated; see the console)"
+	}
+	return &c
+}
+
 // Post sends the report to url as JSON, retrying a few times with backoff
 // (the network may be flaky at boot). It gives up when ctx ends.
 func (r *Report) Post(ctx context.Context, client *http.Client, url string) error {
 	if client == nil {
 		client = &http.Client{Timeout: 10 * time.Second}
 	}
-	body, err := json.Marshal(r)
+	body, err := json.Marshal(r.bounded())
 	if err != nil {
 		return err
 	}

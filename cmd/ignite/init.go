@@ -79,8 +79,9 @@ func initramfs(ctx context.Context, stdout, stderr io.Writer) error {
 		action = onFailure
 	}
 	if action != "wait" {
-		ferr := boot.Finish(ctx, log, action)
-		fmt.Fprintf(stdout, "ignite: could not %s: %v\n", action, ferr)
+		if ferr := boot.Finish(ctx, log, action); ferr != nil {
+			fmt.Fprintf(stdout, "ignite: could not %s: %v\n", action, ferr)
+		}
 	}
 	if err != nil || rep.Result == ignition.ResultFailure {
 		fmt.Fprintf(stdout, "ignite: provisioning failed; the machine waits here (set %s=reboot|poweroff|shell to change)\n", argFinishFailure)
@@ -94,12 +95,16 @@ func initramfs(ctx context.Context, stdout, stderr io.Writer) error {
 func checkFinish(action, onFailure string) error {
 	for _, a := range []struct{ arg, v string }{{boot.ArgFinish, action}, {argFinishFailure, onFailure}} {
 		switch a.v {
-		case boot.Reboot, boot.Poweroff, boot.SwitchRoot, boot.Shell:
+		case boot.Reboot, boot.Poweroff, boot.Shell:
+		case boot.SwitchRoot:
+			if a.arg == argFinishFailure {
+				return fmt.Errorf("%s=switchroot: a failed run leaves no root to switch into (want wait, reboot, poweroff or shell)", a.arg)
+			}
 		case "wait":
 			if a.arg == argFinishFailure {
 				continue
 			}
-			fallthrough
+			return fmt.Errorf("%s=wait: want reboot, poweroff, switchroot or shell (wait is only for %s)", a.arg, argFinishFailure)
 		default:
 			return fmt.Errorf("%s=%q: want reboot, poweroff, switchroot or shell (and for %s also wait)", a.arg, a.v, argFinishFailure)
 		}

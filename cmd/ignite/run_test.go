@@ -19,7 +19,8 @@ func TestCheckFinish(t *testing.T) {
 		{"switchroot", "shell", ""},
 		{"reboto", "wait", `kindling.finish="reboto"`},
 		{"reboot", "halt", `kindling.finish.failure="halt"`},
-		{"wait", "wait", `kindling.finish="wait"`},
+		{"wait", "wait", `kindling.finish=wait`},
+		{"reboot", "switchroot", `kindling.finish.failure=switchroot`},
 	} {
 		err := checkFinish(tc.action, tc.onFailure)
 		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {

@@ -47,14 +47,20 @@ func Redact(raw string) string {
 		changed := false
 		for i, p := range parts {
 			k, _, ok := strings.Cut(p, "=")
+			if name, err := url.QueryUnescape(k); err == nil {
+				k = name
+			}
 			if ok && secretParam(k) {
-				parts[i] = k + "=xxxxx"
+				parts[i] = url.QueryEscape(k) + "=xxxxx"
 				changed = true
 			}
 		}
 		if changed {
 			u.RawQuery = strings.Join(parts, "&")
 		}
+	}
+	if u.Fragment != "" {
+		u.Fragment, u.RawFragment = "xxxxx", "" // e.g. #access_token=…
 	}
 	return u.Redacted()
 }

@@ -766,6 +766,8 @@ func TestRedact(t *testing.T) {
 		{"http://user:pa ss%zz@host/", "http://…"},
 		{"https://s3.example/img?X-Amz-Signature=abc&X-Amz-Date=1&mac=52-54", "https://s3.example/img?X-Amz-Signature=xxxxx&X-Amz-Date=1&mac=52-54"},
 		{"http://h/ignition?mac=52:54:00:00:00:01&token=SECRET", "http://h/ignition?mac=52:54:00:00:00:01&token=xxxxx"},
+		{"http://h/x?tok%65n=SECRET&%74oken=S2", "http://h/x?token=xxxxx&token=xxxxx"},
+		{"http://h/x#access_token=SECRET", "http://h/x#xxxxx"},
 	}
 	for _, tc := range tests {
 		if got := fetch.Redact(tc.in); got != tc.want {

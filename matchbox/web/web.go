@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -183,7 +184,11 @@ func (s *server) recordFailure(r *http.Request, endpoint string, labels groups.L
 		mac = s.macFor(remoteIP(r))
 	}
 	if len(why) > 300 {
-		why = why[:300] + "…"
+		cut := 300
+		for cut > 0 && !utf8.RuneStart(why[cut]) {
+			cut--
+		}
+		why = why[:cut] + "…"
 	}
 	e := events.Event{MAC: mac, Source: "http", Step: endpoint, IP: remoteIP(r), File: r.URL.Path, Error: why}
 	if m != nil && m.Group != nil {
