@@ -69,6 +69,8 @@ func initramfs(ctx context.Context, stdout, stderr io.Writer) error {
 			// result file before the image is written again.
 			if root, ferr := install.FindRoot(ctx, dev, cl.Value(boot.ArgInstallRoot)); ferr == nil {
 				c.ProbeDevices = []string{root}
+			} else {
+				log.Info("no earlier install to check", "dev", dev, "reason", ferr)
 			}
 		} else {
 			c.KeepRootMounted = action == boot.SwitchRoot
