@@ -76,6 +76,10 @@ func initramfs(ctx context.Context, stdout, stderr io.Writer) error {
 			c.KeepRootMounted = action == boot.SwitchRoot
 		}
 		rep, err = ignition.Run(ctx, c)
+		if err == nil && rep.Result == ignition.ResultSkipped && action == boot.SwitchRoot && c.Install != nil && len(c.ProbeDevices) > 0 {
+			// Installed before: the boot goes on into that root.
+			err = mountRoot(log, c.ProbeDevices[0])
+		}
 	}
 	if err != nil || rep.Result == ignition.ResultFailure {
 		action = onFailure
@@ -130,15 +134,20 @@ func installer(cl boot.Cmdline, dev string) func(context.Context, *slog.Logger) 
 			return sum, stages.Fail("finding the installed root on "+dev, err)
 		}
 		sum.Root = root
-		var errs []string
-		for _, fstype := range []string{"ext4", "xfs", "btrfs"} {
-			err := unix.Mount(root, boot.SysRoot, fstype, 0, "")
-			if err == nil {
-				log.Info("installed root mounted", "dev", root, "fs", fstype, "at", boot.SysRoot)
-				return sum, nil
-			}
-			errs = append(errs, fstype+": "+err.Error())
-		}
-		return sum, stages.Failf("mounting the installed root "+root, "%s", strings.Join(errs, "; "))
+		return sum, mountRoot(log, root)
 	}
+}
+
+// mountRoot mounts an installed root partition at /sysroot.
+func mountRoot(log *slog.Logger, root string) error {
+	var errs []string
+	for _, fstype := range []string{"ext4", "xfs", "btrfs"} {
+		err := unix.Mount(root, boot.SysRoot, fstype, 0, "")
+		if err == nil {
+			log.Info("installed root mounted", "dev", root, "fs", fstype, "at", boot.SysRoot)
+			return nil
+		}
+		errs = append(errs, fstype+": "+err.Error())
+	}
+	return stages.Failf("mounting the installed root "+root, "%s", strings.Join(errs, "; "))
 }
