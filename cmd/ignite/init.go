@@ -78,7 +78,9 @@ func initramfs(ctx context.Context, stdout, stderr io.Writer) error {
 		rep, err = ignition.Run(ctx, c)
 		if err == nil && rep.Result == ignition.ResultSkipped && action == boot.SwitchRoot && c.Install != nil && len(c.ProbeDevices) > 0 {
 			// Installed before: the boot goes on into that root.
-			err = mountRoot(log, c.ProbeDevices[0])
+			if err = mountRoot(log, c.ProbeDevices[0]); err != nil {
+				fmt.Fprintf(stdout, "ignite: %v\n", err)
+			}
 		}
 	}
 	if err != nil || rep.Result == ignition.ResultFailure {
