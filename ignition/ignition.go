@@ -291,6 +291,9 @@ func (r *runner) fetch(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("rendering %s: %w", where, err)
 	}
+	if err := config.CheckSources(cfg); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrInvalidConfig, where, err)
+	}
 	r.cfg = cfg
 	return nil
 }

@@ -227,3 +227,21 @@ func TestReportBounded(t *testing.T) {
 		t.Errorf("a small report was copied")
 	}
 }
+
+// TestUnfetchableSourceStopsBeforeDisks: a file whose source cannot be
+// fetched fails the run in the fetch stage, before any disk stage.
+func TestUnfetchableSourceStopsBeforeDisks(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "c.ign")
+	os.WriteFile(cfg, []byte(`{"ignition":{"version":"3.6.0"},"storage":{
+		"disks":[{"device":"/dev/kindling-test-no-such-disk","wipeTable":true}],
+		"files":[{"path":"/etc/x","contents":{"source":"s3://bucket/x"}}]}}`), 0o644)
+	rep, err := Run(context.Background(), Config{Mode: ModeRun, Firstboot: true, Root: t.TempDir(), Source: cfg})
+	if !errors.Is(err, ErrInvalidConfig) || rep.Stage != "fetch" || !strings.Contains(err.Error(), "storage.files[0].contents.source") {
+		t.Errorf("Run = %+v, %v; want an invalid-config failure in stage fetch naming storage.files[0].contents.source", rep, err)
+	}
+	for _, s := range rep.Stages {
+		if s.Name == "disks" {
+			t.Errorf("the disks stage ran: %+v", rep.Stages)
+		}
+	}
+}

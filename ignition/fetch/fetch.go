@@ -380,6 +380,25 @@ func (f *Fetcher) FetchField(ctx context.Context, field string, r types.Resource
 	return data, nil
 }
 
+// CheckSource reports whether src is a URL Kindling can fetch, without
+// fetching it; the error is fetch's own (ErrUnsupportedScheme, naming
+// field).
+func CheckSource(field, src string) error {
+	if isData(src) {
+		return nil
+	}
+	u, err := url.Parse(src)
+	if err != nil {
+		return fmt.Errorf("%s %q: not a valid URL", field, Redact(src))
+	}
+	switch u.Scheme {
+	case "http", "https", "tftp":
+		return nil
+	}
+	return fmt.Errorf("%w %q in %s %q (Kindling fetches http, https, tftp and data URLs)",
+		ErrUnsupportedScheme, u.Scheme, field, Redact(src))
+}
+
 func (f *Fetcher) fetch(ctx context.Context, field, src string, headers types.HTTPHeaders) ([]byte, error) {
 	if isData(src) {
 		return decodeData(src)
@@ -393,10 +412,8 @@ func (f *Fetcher) fetch(ctx context.Context, field, src string, headers types.HT
 		return f.fetchHTTP(ctx, u, headers)
 	case "tftp":
 		return f.fetchTFTP(ctx, u)
-	default:
-		return nil, fmt.Errorf("%w %q in %s %q (Kindling fetches http, https, tftp and data URLs)",
-			ErrUnsupportedScheme, u.Scheme, field, Redact(src))
 	}
+	return nil, CheckSource(field, src)
 }
 
 // decompress undoes a resource's compression: nil or "" is none, "gzip"
